@@ -1,0 +1,50 @@
+"""`fms-operator` / `python -m fms_operator`: run the kopf operator.
+
+The cluster comes from the in-cluster service account or KUBECONFIG.
+Peering is off by default (one replica); pass --peering NAME for HA setups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import kopf
+
+from fms_operator import metrics
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="fms-operator", description="Operator for FoundationModelService (fms) resources.")
+    p.add_argument("-n", "--namespace", action="append", default=[],
+                   help="watch only this namespace (repeatable; globs allowed); cluster-wide when not given")
+    p.add_argument("--peering", metavar="NAME", default=None,
+                   help="coordinate with other operator replicas through this (cluster)kopfpeering; default: standalone")
+    p.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", metavar="URL",
+                   help="kopf liveness endpoint; empty disables")
+    p.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port; 0 disables")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import fms_operator.handlers  # noqa: F401  registers the kopf handlers
+
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        liveness_endpoint=args.liveness or None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

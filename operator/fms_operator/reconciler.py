@@ -1,0 +1,115 @@
+"""One reconcile: snapshot -> render -> plan -> apply -> status. No kopf here.
+
+The handlers build a Snapshot from kopf's in-memory indices, so a reconcile
+that finds everything right makes no API call at all. `applied` remembers
+what this process last applied, because the watch that would tell the
+indices lags behind our own writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Protocol
+
+from fms_operator import metrics
+from fms_operator.api.resource import FMS, InvalidSpec
+from fms_operator.plan import Action, Observed, plan
+from fms_operator.render import render_all
+from fms_operator.render.meta import APPLIED_HASH
+from fms_operator.status import DeploymentView, PodView, changed, compute, transitions
+
+log = logging.getLogger(__name__)
+
+_WARNINGS = {("Placed", "False"), ("Degraded", "True")}
+Emit = Callable[[dict[str, Any], str, str, str], None]  # (fms body, Normal|Warning, reason, message)
+
+
+class KubeWriter(Protocol):
+    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]: ...
+    def delete(self, kind: str, namespace: str, name: str) -> None: ...
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class Snapshot:
+    body: dict[str, Any]  # the fms object (metadata, spec, status)
+    observed: list[Observed] = field(default_factory=list)
+    deployment: DeploymentView | None = None
+    pods: list[PodView] = field(default_factory=list)
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Reconciler:
+    def __init__(self, kube: KubeWriter, emit: Emit, clock: Callable[[], str] = utcnow) -> None:
+        self.kube = kube
+        self.emit = emit
+        self.clock = clock
+        self.applied: dict[tuple[str, str], dict[tuple[str, str], str | None]] = defaultdict(dict)
+        self.statuses: dict[tuple[str, str], dict[str, Any]] = {}
+        self._locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+
+    def forget(self, namespace: str, fms_name: str, kind: str | None = None, name: str | None = None) -> None:
+        """An owned object was deleted (or the fms itself, when kind is None)."""
+        key = (namespace, fms_name)
+        if kind is None:
+            self.applied.pop(key, None)
+            self.statuses.pop(key, None)
+            self._locks.pop(key, None)
+        else:
+            self.applied[key].pop((kind, name or ""), None)
+
+    def reconcile(self, snap: Snapshot, trigger: str) -> list[Action]:
+        meta = snap.body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        with self._locks[key], metrics.reconcile_timer(trigger):
+            try:
+                fms = FMS.from_body(snap.body)
+            except InvalidSpec as e:
+                self._write_status(snap.body, key, {"observedGeneration": meta.get("generation"), "phase": "Degraded",
+                                                    "conditions": [{"type": "Degraded", "status": "True", "reason": "InvalidSpec",
+                                                                    "message": str(e)[:4000], "lastTransitionTime": self.clock()}]})
+                return []
+            actions = plan(render_all(fms), self._observed(key, snap.observed))
+            for action in actions:
+                self._execute(snap.body, key, action)
+            status = compute(fms, snap.deployment, snap.pods, self.statuses.get(key) or snap.body.get("status") or {}, self.clock())
+            self._write_status(snap.body, key, status)
+            return actions
+
+    def _observed(self, key: tuple[str, str], indexed: list[Observed]) -> list[Observed]:
+        merged = {(o.kind, o.name): o for o in indexed}
+        for (kind, name), digest in self.applied[key].items():
+            merged[(kind, name)] = Observed(kind, name, digest)
+        return list(merged.values())
+
+    def _execute(self, body: dict[str, Any], key: tuple[str, str], action: Action) -> None:
+        ns = key[0]
+        if action.verb == "apply":
+            assert action.manifest is not None
+            self.kube.apply(action.manifest)
+            self.applied[key][(action.kind, action.name)] = action.manifest["metadata"]["annotations"][APPLIED_HASH]
+        else:
+            self.kube.delete(action.kind, ns, action.name)
+            self.applied[key].pop((action.kind, action.name), None)
+        metrics.count_write(action.kind, action.verb)
+        verb = {"Created": "created", "Updated": "updated", "NoLongerNeeded": "deleted (no longer needed)"}[action.reason]
+        self.emit(body, "Normal", action.reason, f"{action.kind} {action.name} {verb}")
+
+    def _write_status(self, body: dict[str, Any], key: tuple[str, str], status: dict[str, Any]) -> None:
+        previous = self.statuses.get(key) or body.get("status") or {}
+        if not changed(previous, status):
+            return
+        self.kube.patch_status(key[0], key[1], status)
+        metrics.count_write("FoundationModelService", "patch-status")
+        self.statuses[key] = {**previous, **status}
+        for cond in transitions(previous, status) if "conditions" in status else []:
+            warning = (cond["type"], cond["status"]) in _WARNINGS
+            if warning or cond["type"] == "Ready":
+                self.emit(body, "Warning" if warning else "Normal", cond["reason"], f"{cond['type']}={cond['status']}: {cond['message']}")

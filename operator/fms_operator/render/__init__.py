@@ -1,0 +1,18 @@
+"""Pure rendering: one FMS -> the Kubernetes objects that serve it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fms_operator.api.resource import FMS
+from fms_operator.render.deployment import deployment
+from fms_operator.render.service import pod_disruption_budget, service
+from fms_operator.render.worker_config import config_map
+
+
+def render_all(fms: FMS) -> list[dict[str, Any]]:
+    """Objects in apply order: the ConfigMap before the Deployment that mounts it."""
+    objects = [config_map(fms), deployment(fms), service(fms)]
+    if fms.spec.replicas > 1:
+        objects.append(pod_disruption_budget(fms))
+    return objects

@@ -1,0 +1,213 @@
+"""End to end: the operator's built-in autoscaler on the local control plane,
+driven by real worker processes serving SmolLM2 on CPU.
+
+kwok plays the kubelet for scheduling and pod IPs (loopback addresses); this
+harness plays the rest of it and the Service: for each Running pod of the fms
+it starts `fms-worker serve` bound to the pod's IP with the ConfigMap the
+operator rendered, routes load to ready workers, and on pod deletion stops
+routing to it and sends SIGTERM so the worker drains. The operator sees only
+ordinary pods and their metrics endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
+
+INTERVAL_S = 5
+DOWN_WINDOW_S = 20
+CLIENTS = 8
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen
+    url: str
+    ready: bool = False
+    draining: bool = False
+    served: int = 0
+
+
+@dataclass
+class Fleet:
+    """Kubelet and Service stand-in for one fms's pods."""
+
+    kubectl: object
+    namespace: str
+    name: str
+    workdir: Path
+    workers: dict[str, Worker] = field(default_factory=dict)
+    rr: itertools.count = field(default_factory=itertools.count)
+
+    def pods(self) -> list[dict]:
+        out = self.kubectl("-n", self.namespace, "get", "pods", "-l", f"serving.fms.dev/name={self.name}", "-o", "json")
+        return json.loads(out.stdout)["items"]
+
+    def config(self) -> Path:
+        cm = self.kubectl("-n", self.namespace, "get", "configmap", f"{self.name}-worker-config", "-o", "json")
+        path = self.workdir / "worker.yaml"
+        path.write_text(json.loads(cm.stdout)["data"]["worker.yaml"])
+        return path
+
+    async def sync(self, http: httpx.AsyncClient) -> None:
+        pods = await asyncio.to_thread(self.pods)
+        alive = {p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")}
+        for p in pods:
+            name, ip = p["metadata"]["name"], (p.get("status") or {}).get("podIP")
+            if name in alive and name not in self.workers and ip and p["status"].get("phase") == "Running":
+                self.workers[name] = self.start(name, ip)
+        for name, w in self.workers.items():
+            if name not in alive and not w.draining:
+                w.draining = True  # endpoints drop the pod first ...
+                asyncio.get_running_loop().call_later(2.0, w.proc.send_signal, signal.SIGTERM)  # ... then preStop ends
+            if not w.ready and not w.draining and w.proc.poll() is None:
+                try:
+                    w.ready = (await http.get(f"{w.url}/ready", timeout=2)).status_code == 200
+                except httpx.HTTPError:
+                    pass
+
+    def start(self, pod: str, ip: str) -> Worker:
+        cmd = [str(BIN / "fms-worker"), "serve", "--config", str(self.config()), "--host", ip, "--device", "cpu",
+               "--dtype", "float32", "--enforce-eager", "--cpu-kv-cache-bytes", str(64 << 20), "--log-level", "warning"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        with open(self.workdir / f"{pod}.log", "w") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        return Worker(proc, f"http://{ip}:8000")
+
+    def routable(self) -> list[Worker]:
+        return [w for w in self.workers.values() if w.ready and not w.draining]
+
+    def stop(self) -> None:
+        for w in self.workers.values():
+            if w.proc.poll() is None:
+                w.proc.kill()
+                w.proc.wait(10)
+
+
+async def generate_load(fleet: Fleet, http: httpx.AsyncClient, stop: asyncio.Event, failures: list, model: str) -> int:
+    done = 0
+
+    async def client() -> None:
+        nonlocal done
+        while not stop.is_set():
+            targets = fleet.routable()
+            if not targets:
+                await asyncio.sleep(0.2)
+                continue
+            w = targets[next(fleet.rr) % len(targets)]
+            body = {"model": model, "prompt": "Write a short poem about the sea.", "max_tokens": 24, "temperature": 0}
+            try:
+                r = await http.post(f"{w.url}/v1/completions", json=body, timeout=300)
+                if r.status_code != 200:
+                    failures.append((w.url, r.status_code, r.text[:200]))
+                else:
+                    w.served += 1
+                    done += 1
+            except httpx.HTTPError as e:
+                failures.append((w.url, type(e).__name__, str(e)))
+
+    await asyncio.gather(*(client() for _ in range(CLIENTS)))
+    return done
+
+
+def fms_manifest(name: str, model_dir: Path) -> dict:
+    return {
+        "apiVersion": "serving.fms.dev/v1alpha1", "kind": "FoundationModelService", "metadata": {"name": name},
+        "spec": {
+            "model": {"source": {"local": {"path": str(model_dir)}}},
+            "replicas": 1,
+            "precision": {"dtype": "float32"},
+            "batching": {"maxNumSeqs": 2},
+            "resources": {"cpu": "1", "memory": "2Gi"},
+            "worker": {"drainSeconds": 30},
+            "autoscaling": {"mode": "builtin", "minReplicas": 1, "maxReplicas": 2, "metric": "saturation", "target": 0.7,
+                            "scaleUpStabilizationSeconds": 0, "scaleDownStabilizationSeconds": DOWN_WINDOW_S},
+        },
+    }
+
+
+@pytest.fixture
+def operator(cluster, namespace, repo_root, tmp_path):
+    cluster.kubectl("apply", "--server-side", "-f", str(repo_root / "crds/serving.fms.dev_foundationmodelservices.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/foundationmodelservices.serving.fms.dev", "--timeout=60s")
+    log = tmp_path / "operator.log"
+    env = {**cluster.env, "FMS_AUTOSCALE_INTERVAL_SECONDS": str(INTERVAL_S)}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(BIN / "fms-operator"), "-n", namespace, "--liveness", "", "--metrics-port", "0"],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    yield log
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+async def test_autoscale_up_under_load_and_down_after(cluster, namespace, operator, smollm2_dir, tmp_path):
+    name = "chat"
+    cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(fms_manifest(name, smollm2_dir)))
+    fleet = Fleet(cluster.kubectl, namespace, name, tmp_path)
+
+    def replicas() -> int:
+        out = cluster.kubectl("-n", namespace, "get", "fms", name, "-o", "jsonpath={.spec.replicas}")
+        return int(out.stdout)
+
+    async def until(what: str, check, timeout: float) -> float:
+        start = time.monotonic()
+        while not check():
+            assert time.monotonic() - start < timeout, f"{what} not within {timeout} s; operator log:\n" + operator.read_text()[-3000:]
+            await fleet.sync(http)
+            await asyncio.sleep(0.5)
+        return time.monotonic()
+
+    failures: list = []
+    async with httpx.AsyncClient() as http:
+        try:
+            await until("first worker ready", lambda: len(fleet.routable()) == 1, 300)
+            assert replicas() == 1
+
+            stop = asyncio.Event()
+            t_load = time.monotonic()
+            load = asyncio.create_task(generate_load(fleet, http, stop, failures, name))
+            t_up = await until("scale-up to 2", lambda: replicas() == 2, 120)
+            await until("second worker serving", lambda: sum(w.served > 0 for w in fleet.routable()) == 2, 300)
+            stop.set()
+            t_stop = time.monotonic()
+            served = await load
+
+            t_down = await until("scale-down to 1", lambda: replicas() == 1, DOWN_WINDOW_S + 6 * INTERVAL_S)
+            await until("removed worker drained and exited",
+                        lambda: sum(w.proc.poll() is None for w in fleet.workers.values()) == 1, 120)
+        finally:
+            fleet.stop()
+
+    print(f"scale-up {t_up - t_load:.1f} s after load start; scale-down {t_down - t_stop:.1f} s after load stop; "
+          f"{served} requests served")
+    assert failures == [], failures
+    assert served > 0
+    assert t_up - t_load <= 2 * INTERVAL_S + 3, "scale-up took longer than two evaluation periods"
+    # Not before the down window has seen only low recommendations, and not much after it.
+    assert DOWN_WINDOW_S - INTERVAL_S <= t_down - t_stop <= DOWN_WINDOW_S + 3 * INTERVAL_S
+    drained = [w for w in fleet.workers.values() if w.draining]
+    assert len(drained) == 1 and drained[0].proc.returncode == 0, [w.proc.returncode for w in drained]
+
+    status = json.loads(cluster.kubectl("-n", namespace, "get", "fms", name, "-o", "json").stdout)["status"]
+    assert status["lastScale"]["desired"] == 1 and status["lastScale"]["target"] == 0.7
+    events = cluster.kubectl("-n", namespace, "get", "events", "--field-selector", "reason=Scaled", "-o", "json")
+    messages = [e["message"] for e in json.loads(events.stdout)["items"]]
+    assert any("1 -> 2 replicas on saturation" in m for m in messages), messages
+    assert any("2 -> 1 replicas on saturation" in m for m in messages), messages

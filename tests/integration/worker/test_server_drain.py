@@ -1,0 +1,75 @@
+"""SIGTERM drain of a real `fms-worker serve` process: in-flight finishes, new work gets 503, exit 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from fms_worker.server.runner import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("worker never became ready")
+
+
+def test_sigterm_drains(smollm2_dir, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "fms_worker.cli", "serve", str(smollm2_dir), "--host", "127.0.0.1",
+           "--port", str(port), "--dtype", "float32", "--device", "cpu", "--enforce-eager", "--max-model-len", "128",
+           "--num-kv-blocks", "32", "--drain-seconds", "60", "--log-level", "warning"]
+    env = {**os.environ, "FMS_TERMINATION_LOG": str(tmp_path / "termination-log")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        _wait_ready(url, proc)
+        first_chunk = threading.Event()
+        result: dict = {}
+
+        def in_flight() -> None:
+            body = {"prompt": "Count slowly:", "max_tokens": 12, "ignore_eos": True, "stream": True}
+            with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as r:
+                lines = []
+                for line in r.iter_lines():
+                    if line:
+                        lines.append(line)
+                        first_chunk.set()
+                result["lines"] = lines
+
+        t = threading.Thread(target=in_flight)
+        t.start()
+        assert first_chunk.wait(60)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        late = httpx.post(f"{url}/v1/completions", json={"prompt": "x", "max_tokens": 1}, timeout=30)
+        assert late.status_code == 503 and late.headers["retry-after"]
+        assert httpx.get(f"{url}/ready", timeout=10).status_code == 503
+        t.join(120)
+        lines = result["lines"]
+        assert lines[-1] == "data: [DONE]"
+        last = json.loads(lines[-2][len("data: "):])
+        assert last["choices"][0]["finish_reason"] == "length"
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not (tmp_path / "termination-log").exists()

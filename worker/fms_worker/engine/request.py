@@ -1,0 +1,51 @@
+"""The engine's view of one request: its n completions as the caller sees them."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from fms_worker.engine.detokenizer import IncrementalDetokenizer
+from fms_worker.engine.types import CompletionOutput, RequestOutput, RequestTimes, SamplingParams
+
+
+@dataclass
+class RequestState:
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    times: RequestTimes
+    completions: list[CompletionOutput] = field(default_factory=list)
+    detokenizers: list[IncrementalDetokenizer] = field(default_factory=list)
+    num_cached_prompt_tokens: int = 0
+
+    @classmethod
+    def new(cls, request_id, prompt_token_ids, params, arrival, tokenizer) -> "RequestState":
+        state = cls(request_id, list(prompt_token_ids), params, RequestTimes(arrival=arrival))
+        for i in range(params.n):
+            state.completions.append(
+                CompletionOutput(index=i, token_ids=[], text="", logprobs=[] if params.logprobs is not None else None)
+            )
+            state.detokenizers.append(
+                IncrementalDetokenizer(tokenizer, prompt_token_ids, params.skip_special_tokens, params.stop)
+            )
+        return state
+
+    @property
+    def finished(self) -> bool:
+        return all(c.finished for c in self.completions)
+
+    def clear_deltas(self) -> None:
+        for c in self.completions:
+            c.new_token_ids, c.new_text = [], ""
+
+    def snapshot(self) -> RequestOutput:
+        """A copy the caller may keep: later steps mutate the live completions."""
+        return RequestOutput(
+            request_id=self.request_id,
+            prompt_token_ids=self.prompt_token_ids,
+            outputs=[copy.deepcopy(c) for c in self.completions],
+            finished=self.finished,
+            times=copy.copy(self.times),
+            num_cached_prompt_tokens=self.num_cached_prompt_tokens,
+        )

@@ -1,0 +1,190 @@
+"""Attention over a paged KV cache, one kernel for prefill, chunked prefill and decode.
+
+Every sequence in the batch contributes `q_len` new query tokens (1 for decode)
+whose keys and values are already written into the cache; the first
+`seq_len - q_len` keys are its context (earlier chunks or prefix-cache hits).
+A query at absolute position p attends to keys 0..p (causal).
+
+Layouts:
+    q, out        [num_tokens, num_heads, head_dim]       tokens of all sequences, packed
+    k_cache/v_cache [num_blocks, block_size, num_kv_heads, head_dim]
+    block_tables  [num_seqs, max_blocks_per_seq] int32
+    seq_lens      [num_seqs] int32    keys per sequence, new tokens included
+    query_start   [num_seqs + 1] int32 cumulative q_len
+
+The Triton kernel packs the query heads that share a KV head into one tile
+(rows = query positions x group), so each KV page is read once per KV head.
+For small batches it splits each sequence's keys over several programs
+(flash-decoding) and merges the partial softmaxes in a second kernel, so a
+batch-1 decode still fills the GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs
+    triton = None
+
+
+def paged_attention_ref(q, k_cache, v_cache, block_tables, seq_lens, query_start, scale):
+    """Plain torch reference: gathers each sequence's keys and runs causal SDPA math in float32."""
+    out = torch.empty_like(q)
+    num_heads, num_kv = q.shape[1], k_cache.shape[2]
+    group = num_heads // num_kv
+    bs = k_cache.shape[1]
+    for i in range(seq_lens.numel()):
+        s, e = int(query_start[i]), int(query_start[i + 1])
+        n = int(seq_lens[i])
+        pages = block_tables[i, : (n + bs - 1) // bs].long()
+        k = k_cache[pages].reshape(-1, num_kv, k_cache.shape[-1])[:n]  # [n, kv, D]
+        v = v_cache[pages].reshape(-1, num_kv, v_cache.shape[-1])[:n]
+        k = k.repeat_interleave(group, dim=1).float()
+        v = v.repeat_interleave(group, dim=1).float()
+        qi = q[s:e].float()  # [m, H, D]
+        scores = torch.einsum("mhd,nhd->hmn", qi, k) * scale
+        qpos = torch.arange(n - (e - s), n, device=q.device)
+        mask = torch.arange(n, device=q.device)[None, :] <= qpos[:, None]  # [m, n]
+        scores = scores.masked_fill(~mask[None], float("-inf"))
+        out[s:e] = torch.einsum("hmn,nhd->mhd", scores.softmax(-1), v).to(q.dtype)
+    return out
+
+
+if triton is not None:
+
+    @triton.jit
+    def _paged_attn_kernel(
+        Q, K, V, O, LSE,
+        block_tables, seq_lens, query_start,
+        scale, k_scale, v_scale,
+        stride_qt, stride_qh, stride_ot, stride_oh, stride_os,
+        stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
+        stride_bt, stride_lt, stride_lh,
+        GROUP: tl.constexpr, PAGE: tl.constexpr, HEAD_DIM: tl.constexpr,
+        BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
+    ):
+        seq = tl.program_id(0)
+        qblk = tl.program_id(1)
+        kvh = tl.program_id(2) // NUM_SPLITS
+        split = tl.program_id(2) % NUM_SPLITS
+        q_start = tl.load(query_start + seq)
+        q_len = tl.load(query_start + seq + 1) - q_start
+        if qblk * BLOCK_Q >= q_len:
+            return
+        seq_len = tl.load(seq_lens + seq)
+        ctx = seq_len - q_len
+
+        rows = tl.arange(0, BLOCK_M)
+        q_pos = qblk * BLOCK_Q + rows // GROUP  # position within this sequence's new tokens
+        head = kvh * GROUP + rows % GROUP
+        row_ok = (q_pos < q_len) & (rows < BLOCK_Q * GROUP)
+        abs_pos = ctx + q_pos
+        d = tl.arange(0, HEAD_DIM)
+        q = tl.load(Q + (q_start + q_pos)[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :],
+                    mask=row_ok[:, None], other=0.0)
+
+        kv_end = tl.minimum(seq_len, ctx + (qblk + 1) * BLOCK_Q)
+        seg = tl.cdiv(tl.cdiv(kv_end, NUM_SPLITS), BLOCK_N) * BLOCK_N
+        lo = split * seg
+        hi = tl.minimum(lo + seg, kv_end)
+
+        m_i = tl.full([BLOCK_M], -1e30, tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        offs = tl.arange(0, BLOCK_N)
+        for start in range(lo, hi, BLOCK_N):
+            n = start + offs
+            n_ok = n < hi
+            page = tl.load(block_tables + seq * stride_bt + n // PAGE, mask=n_ok, other=0)
+            slot = n % PAGE
+            k = tl.load(K + page[:, None] * stride_kb + slot[:, None] * stride_ks + kvh * stride_kh + d[None, :],
+                        mask=n_ok[:, None], other=0.0)
+            v = tl.load(V + page[:, None] * stride_vb + slot[:, None] * stride_vs + kvh * stride_vh + d[None, :],
+                        mask=n_ok[:, None], other=0.0)
+            k = (k.to(tl.float32) * k_scale).to(q.dtype)
+            v = (v.to(tl.float32) * v_scale).to(q.dtype)
+            s = tl.dot(q, tl.trans(k)) * scale
+            ok = (n[None, :] <= abs_pos[:, None]) & n_ok[None, :]
+            s = tl.where(ok, s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            alpha = tl.exp(m_i - m_new)
+            p = tl.exp(s - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m_i = m_new
+
+        l_safe = tl.where(l_i > 0, l_i, 1.0)
+        o = acc / l_safe[:, None]
+        tok = q_start + q_pos
+        optr = O + tok[:, None] * stride_ot + head[:, None] * stride_oh + split * stride_os + d[None, :]
+        tl.store(optr, o.to(O.dtype.element_ty), mask=row_ok[:, None])
+        if NUM_SPLITS > 1:
+            lse = tl.where(l_i > 0, m_i + tl.log(l_safe), float("-inf"))
+            tl.store(LSE + tok * stride_lt + head * stride_lh + split, lse, mask=row_ok)
+
+    @triton.jit
+    def _merge_splits_kernel(
+        PART, LSE, O,
+        stride_pt, stride_ph, stride_ps, stride_lt, stride_lh, stride_ot, stride_oh,
+        NUM_SPLITS: tl.constexpr, HEAD_DIM: tl.constexpr,
+    ):
+        tok = tl.program_id(0)
+        head = tl.program_id(1)
+        sp = tl.arange(0, NUM_SPLITS)
+        d = tl.arange(0, HEAD_DIM)
+        lse = tl.load(LSE + tok * stride_lt + head * stride_lh + sp)
+        m = tl.max(lse, 0)
+        w = tl.exp(lse - m)
+        w = w / tl.sum(w, 0)
+        part = tl.load(PART + tok * stride_pt + head * stride_ph + sp[:, None] * stride_ps + d[None, :])
+        o = tl.sum(part * w[:, None], 0)
+        tl.store(O + tok * stride_ot + head * stride_oh + d, o.to(O.dtype.element_ty))
+
+
+def num_splits_for(num_seqs: int, num_kv_heads: int, max_seq_len: int, sm_count: int = 132) -> int:
+    """Enough programs to fill the GPU twice, a power of two, no more than the keys justify."""
+    want = max(1, (2 * sm_count) // max(1, num_seqs * num_kv_heads))
+    cap = max(1, max_seq_len // 64)  # at least one 64-key tile per split
+    return 1 << int(math.log2(max(1, min(want, cap, 32))))
+
+
+def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start, scale, *, max_q_len: int,
+                    num_splits: int = 1, k_scale: float = 1.0, v_scale: float = 1.0, out=None):
+    """Triton paged attention. `max_q_len` and `num_splits` are host ints (fixed per CUDA graph)."""
+    num_tokens, num_heads, head_dim = q.shape
+    num_kv = k_cache.shape[2]
+    group = num_heads // num_kv
+    if out is None:
+        out = torch.empty_like(q)
+    # Decode (max_q_len 1) packs only the group's heads; prefill tiles 16 query positions.
+    block_q = max(1, 16 // group) if max_q_len == 1 else 16
+    block_m = max(16, triton.next_power_of_2(block_q * group))
+    grid = (seq_lens.numel(), triton.cdiv(max_q_len, block_q), num_kv * num_splits)
+    if num_splits > 1:
+        part = torch.empty(num_tokens, num_heads, num_splits, head_dim, dtype=torch.float32, device=q.device)
+        lse = torch.empty(num_tokens, num_heads, num_splits, dtype=torch.float32, device=q.device)
+        o, so, lse_t = part, part.stride(2), lse
+    else:
+        o, so, lse_t = out, 0, out  # LSE unused with one split
+    _paged_attn_kernel[grid](
+        q, k_cache, v_cache, o, lse_t, block_tables, seq_lens, query_start,
+        scale, k_scale, v_scale,
+        q.stride(0), q.stride(1), o.stride(0), o.stride(1), so,
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        block_tables.stride(0), lse_t.stride(0) if num_splits > 1 else 0, lse_t.stride(1) if num_splits > 1 else 0,
+        GROUP=group, PAGE=k_cache.shape[1], HEAD_DIM=head_dim,
+        BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_N=64, NUM_SPLITS=num_splits,
+        num_warps=4, num_stages=2,
+    )
+    if num_splits > 1:
+        _merge_splits_kernel[(num_tokens, num_heads)](
+            part, lse, out, part.stride(0), part.stride(1), part.stride(2), lse.stride(0), lse.stride(1),
+            out.stride(0), out.stride(1), NUM_SPLITS=num_splits, HEAD_DIM=head_dim,
+        )
+    return out

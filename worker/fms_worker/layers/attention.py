@@ -1,0 +1,82 @@
+"""Attention over the paged KV cache.
+
+The cache of one layer is one tensor [2, num_slots, Hkv, D] (slot = block *
+block_size + offset). The model runner builds an `AttentionMetadata` once per
+step; a backend writes the step's K/V into their slots and attends. The eager
+backend here works on any device; a fused GPU kernel is another
+`AttentionBackend` with the same metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class PrefillSpan:
+    """A sequence computing more than one token this step (prompt chunk or recompute)."""
+
+    start: int  # rows [start, end) of the step's flattened tokens
+    end: int
+    context_slots: torch.Tensor | None  # [ctx] slots of all its tokens so far; None when nothing was cached before
+    mask: torch.Tensor | None  # [n, ctx] bool, causal with the cached prefix in front; None -> plain causal
+
+
+@dataclass
+class AttentionMetadata:
+    slot_mapping: torch.Tensor  # [T] where each new token's K/V goes
+    prefills: list[PrefillSpan] = field(default_factory=list)
+    decode_rows: torch.Tensor | None = None  # [B] rows of one-token sequences
+    decode_slots: torch.Tensor | None = None  # [B, L] their context slots, right-padded
+    decode_mask: torch.Tensor | None = None  # [B, 1, 1, L] True where a slot is real
+
+
+class AttentionBackend:
+    def forward(self, q, k, v, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class TorchSDPABackend(AttentionBackend):
+    """Eager path: gather K/V by slot, then torch SDPA (one call per prefill, one batched call for all decodes)."""
+
+    def forward(self, q, k, v, kv_cache, meta, scale):
+        k_cache, v_cache = kv_cache[0], kv_cache[1]  # [S, Hkv, D]
+        k_cache.index_copy_(0, meta.slot_mapping, k)
+        v_cache.index_copy_(0, meta.slot_mapping, v)
+        out = torch.empty_like(q)  # [T, H, D]
+        for p in meta.prefills:
+            qs = q[p.start : p.end].transpose(0, 1).unsqueeze(0)  # [1, H, n, D]
+            if p.context_slots is None:
+                ks, vs = k[p.start : p.end], v[p.start : p.end]
+            else:
+                ks, vs = k_cache[p.context_slots], v_cache[p.context_slots]  # [ctx, Hkv, D]
+            ks, vs = ks.transpose(0, 1).unsqueeze(0), vs.transpose(0, 1).unsqueeze(0)  # [1, Hkv, ctx, D]
+            o = F.scaled_dot_product_attention(
+                qs, ks, vs, attn_mask=p.mask, is_causal=p.mask is None, scale=scale, enable_gqa=True
+            )
+            out[p.start : p.end] = o[0].transpose(0, 1)
+        if meta.decode_rows is not None:
+            qd = q[meta.decode_rows].unsqueeze(2)  # [B, H, 1, D]
+            kd = k_cache[meta.decode_slots].permute(0, 2, 1, 3)  # [B, L, Hkv, D] -> [B, Hkv, L, D]
+            vd = v_cache[meta.decode_slots].permute(0, 2, 1, 3)
+            o = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=meta.decode_mask, scale=scale, enable_gqa=True)
+            out[meta.decode_rows] = o.squeeze(2)
+        return out
+
+
+class Attention(nn.Module):
+    """Holds the layer's KV cache (bound by the model runner) and delegates to a backend."""
+
+    def __init__(self, num_heads: int, head_dim: int, num_kv_heads: int, backend: AttentionBackend | None = None):
+        super().__init__()
+        self.num_heads, self.head_dim, self.num_kv_heads = num_heads, head_dim, num_kv_heads
+        self.scale = head_dim**-0.5
+        self.backend = backend or TorchSDPABackend()
+        self.kv_cache = torch.empty(0)  # replaced by the runner: [2, num_slots, Hkv, D]
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        return self.backend.forward(q, k, v, self.kv_cache, meta, self.scale)

@@ -1,0 +1,43 @@
+"""How a linear layer stores and applies its weight.
+
+Layers own the *shape* (which slice of the full matrix this rank holds); the
+method owns the *representation* (dense, int8, int4, fp8 ...). A quantization
+scheme is one `LinearMethod` subclass; layers never know which one they hold.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LinearMethod:
+    def create_weights(
+        self,
+        layer: nn.Module,
+        input_size: int,
+        output_sizes: list[int],
+        params_dtype: torch.dtype,
+        weight_loader: Callable,
+    ) -> None:
+        """Register the layer's parameters for a [sum(output_sizes), input_size] slice."""
+        raise NotImplementedError
+
+    def process_weights_after_loading(self, layer: nn.Module) -> None:
+        """Repack or quantize once all shards are in (no-op by default)."""
+
+    def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class UnquantizedLinearMethod(LinearMethod):
+    def create_weights(self, layer, input_size, output_sizes, params_dtype, weight_loader):
+        weight = nn.Parameter(torch.empty(sum(output_sizes), input_size, dtype=params_dtype), requires_grad=False)
+        weight.weight_loader = weight_loader
+        layer.register_parameter("weight", weight)
+
+    def apply(self, layer, x, bias):
+        return F.linear(x, layer.weight, bias)

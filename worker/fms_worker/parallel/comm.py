@@ -1,0 +1,28 @@
+"""Collectives over the tensor-parallel group; identities when it has one rank."""
+
+from __future__ import annotations
+
+import torch
+
+from fms_worker.parallel.state import get_parallel_state
+
+
+def tp_all_reduce(x: torch.Tensor) -> torch.Tensor:
+    state = get_parallel_state()
+    if state.tp_size == 1:
+        return x
+    import torch.distributed as dist
+
+    dist.all_reduce(x, group=state.group)
+    return x
+
+
+def tp_all_gather(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    state = get_parallel_state()
+    if state.tp_size == 1:
+        return x
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(x) for _ in range(state.tp_size)]
+    dist.all_gather(parts, x.contiguous(), group=state.group)
+    return torch.cat(parts, dim=dim)

@@ -14,7 +14,7 @@ STAGE := hack/stage.sh
 DEPS_STAMP := $(VENV)/.fms-deps
 DEPS_INPUTS := constraints.txt requirements-test.txt operator/pyproject.toml worker/pyproject.toml
 
-.PHONY: help setup venv deps binaries models test demo up down status constraints
+.PHONY: help setup venv deps binaries models prometheus test demo up down status constraints
 
 help:
 	@echo "make demo        start the local control plane + simulated GPU fleet, the operator and the samples"
@@ -39,7 +39,11 @@ binaries:
 models: deps
 	@$(STAGE) models $(PY) hack/prepare_models.py
 
-setup: deps binaries models
+# Debian's prometheus server, for tests/integration/autoscale (idempotent).
+prometheus:
+	@$(STAGE) prometheus bash hack/install-prometheus.sh
+
+setup: deps binaries models prometheus
 
 # pytest's own exit codes pass through, so "no tests collected" (5) fails too.
 test: setup

@@ -7,6 +7,7 @@ Peering is off by default (one replica); pass --peering NAME for HA setups.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import sys
 
@@ -28,8 +29,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _limit_malloc_arenas(n: int = 2) -> None:
+    """glibc gives each thread its own malloc arena; with kopf's and our worker threads the
+    fragmentation roughly doubles peak RSS under load. Same effect as MALLOC_ARENA_MAX=2."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, n)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    _limit_malloc_arenas()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import fms_operator.handlers  # noqa: F401  registers the kopf handlers

@@ -1,9 +1,13 @@
-"""kopf wiring: indices of what exists, thin event handlers, a retry/resync loop.
+"""kopf wiring: indices of what exists, a queue of fms that need a look, one worker loop.
 
-Every handler does the same thing: build a Snapshot of one fms from the
-indices and hand it to the Reconciler. kopf runs non-indexing handlers only
-after all indices are filled, so a restarted operator sees everything that
-exists before it decides anything (and then writes nothing).
+Indices (kopf.index, async: they run in the event loop) keep a small view of every fms, owned object and worker
+pod in memory; an index function also marks its fms dirty. A single loop
+(`Flusher`) takes the dirty set every DEBOUNCE_S and reconciles each fms in a
+thread: a burst of pod and Deployment events costs one reconcile per fms, and
+a reconcile that finds everything right makes no API call. kopf runs
+non-indexing handlers only after all indices are filled, so a restarted
+operator decides nothing before it has seen everything (and then writes
+nothing).
 """
 
 from __future__ import annotations
@@ -26,27 +30,86 @@ log = logging.getLogger(__name__)
 
 OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY, NAME_LABEL: kopf.PRESENT}
 PODS = {NAME_LABEL: kopf.PRESENT}
-RESYNC_S = 60.0
+DEBOUNCE_S = 0.3
 RETRY_S = 5.0
+RESYNC_S = 120.0
+CONCURRENCY = 32  # reconciles in flight; they wait on the API server, not on CPU
 
-_state: dict[str, Any] = {"reconciler": None, "retry": set()}
+Key = tuple[str, str]
 
 
 def _emit(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
     kopf.event(body, type=type_, reason=reason, message=message)
 
 
-def reconciler() -> Reconciler:
-    if _state["reconciler"] is None:
-        _state["reconciler"] = Reconciler(Kube.connect(), _emit)
-    return _state["reconciler"]
+class Flusher:
+    """The dirty set and the loop that drains it."""
+
+    def __init__(self) -> None:
+        self.dirty: set[Key] = set()
+        self.wake = asyncio.Event()
+        self.indices: dict[str, Any] = {}
+        self.task: asyncio.Task | None = None
+        self._reconciler: Reconciler | None = None
+
+    @property
+    def reconciler(self) -> Reconciler:
+        if self._reconciler is None:  # built once, on first use (after kopf has logged in)
+            self._reconciler = Reconciler(Kube.connect(), _emit)
+        return self._reconciler
+
+    def mark(self, key: Key) -> None:
+        self.dirty.add(key)
+        self.wake.set()
+
+    def start(self, indices: dict[str, Any]) -> None:
+        """Called from a kopf handler: the task inherits kopf's context (needed by kopf.event)."""
+        if self.task is None:
+            self.indices = indices
+            self.task = asyncio.create_task(self._loop())
+            asyncio.get_running_loop().call_later(RESYNC_S, self._resync)
+
+    def _resync(self) -> None:
+        for key in list(self.indices.get("fms_objects", {})):
+            self.mark(key)
+        asyncio.get_running_loop().call_later(RESYNC_S, self._resync)
+
+    async def _loop(self) -> None:
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(key: Key) -> None:
+            async with gate:
+                await asyncio.to_thread(self._run, key)
+
+        while True:
+            await self.wake.wait()
+            await asyncio.sleep(DEBOUNCE_S)
+            self.wake.clear()
+            keys, self.dirty = self.dirty, set()
+            await asyncio.gather(*(one(k) for k in keys))
+
+    def _run(self, key: Key) -> None:
+        snap = snapshot(key, self.indices)
+        if snap is None:
+            return
+        try:
+            self.reconciler.reconcile(snap, "event")
+        except Exception as e:  # retried; kopf would only log it
+            log.exception("reconcile of %s/%s failed", *key)
+            _emit(snap.body, "Warning", "ReconcileError", f"{type(e).__name__}: {e}"[:1000])
+            loop = self.task.get_loop() if self.task else None
+            if loop:
+                loop.call_soon_threadsafe(loop.call_later, RETRY_S, self.mark, key)
+
+
+FLUSHER = Flusher()
 
 
 # ---------------------------------------------------------------- indices (what exists)
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def fms_objects(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
+async def fms_objects(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
     meta = body["metadata"]
     return {(namespace, name): {
         "apiVersion": body["apiVersion"], "kind": body["kind"],
@@ -55,36 +118,38 @@ def fms_objects(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
     }}
 
 
-def _owned(body: kopf.Body, namespace: str, labels: kopf.Labels) -> dict:
-    return {(namespace, labels[NAME_LABEL]): observed_from(body)}
+def _owned(body: kopf.Body, namespace: str, labels: kopf.Labels, value: Any) -> dict:
+    key = (namespace, labels[NAME_LABEL])
+    FLUSHER.mark(key)
+    return {key: value}
 
 
 @kopf.index("configmaps", labels=OWNED)
-def fms_configmaps(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict:
-    return _owned(body, namespace, labels)
+async def fms_configmaps(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict:
+    return _owned(body, namespace, labels, observed_from(body))
 
 
 @kopf.index("services", labels=OWNED)
-def fms_services(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict:
-    return _owned(body, namespace, labels)
+async def fms_services(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict:
+    return _owned(body, namespace, labels, observed_from(body))
 
 
 @kopf.index("policy", "v1", "poddisruptionbudgets", labels=OWNED)
-def fms_pdbs(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict:
-    return _owned(body, namespace, labels)
+async def fms_pdbs(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict:
+    return _owned(body, namespace, labels, observed_from(body))
 
 
 @kopf.index("apps", "v1", "deployments", labels=OWNED)
-def fms_deployments(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict:
-    return {(namespace, labels[NAME_LABEL]): (observed_from(body), deployment_view(body))}
+async def fms_deployments(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict:
+    return _owned(body, namespace, labels, (observed_from(body), deployment_view(body)))
 
 
 @kopf.index("pods", labels=PODS)
-def fms_pods(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict:
-    return {(namespace, labels[NAME_LABEL]): pod_view(body)}
+async def fms_pods(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict:
+    return _owned(body, namespace, labels, pod_view(body))
 
 
-def snapshot(key: tuple[str, str], idx: dict[str, Any]) -> Snapshot | None:
+def snapshot(key: Key, idx: dict[str, Any]) -> Snapshot | None:
     bodies = idx["fms_objects"].get(key)
     if not bodies:
         return None
@@ -95,92 +160,56 @@ def snapshot(key: tuple[str, str], idx: dict[str, Any]) -> Snapshot | None:
                     pods=list(idx["fms_pods"].get(key, [])))
 
 
-def _run(key: tuple[str, str], idx: dict[str, Any], trigger: str) -> None:
-    snap = snapshot(key, idx)
-    if snap is None:
-        return
-    try:
-        reconciler().reconcile(snap, trigger)
-        _state["retry"].discard(key)
-    except Exception as e:  # retried by the resync loop; kopf would only log it
-        log.exception("reconcile of %s/%s failed", *key)
-        _state["retry"].add(key)
-        _emit(snap.body, "Warning", "ReconcileError", f"{type(e).__name__}: {e}"[:1000])
-
-
 # ---------------------------------------------------------------- events (what changed)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def fms_changed(type: str | None, namespace: str, name: str, **kw: Any) -> None:
+async def fms_changed(type: str | None, namespace: str, name: str, **kw: Any) -> None:
+    FLUSHER.start(kw)
     if type == "DELETED":  # owned objects go with it (ownerReferences, garbage collector)
-        reconciler().forget(namespace, name)
+        FLUSHER.reconciler.forget(namespace, name)
         return
-    _run((namespace, name), kw, "fms")
+    FLUSHER.mark((namespace, name))
 
 
-def _owned_changed(type: str | None, body: kopf.Body, namespace: str, labels: kopf.Labels, kw: dict[str, Any]) -> None:
-    fms_name = labels[NAME_LABEL]
-    if type == "DELETED" and body["kind"] != "Pod":
-        reconciler().forget(namespace, fms_name, body["kind"], body["metadata"]["name"])
-    _run((namespace, fms_name), kw, body["kind"].lower())
+def _deleted(type: str | None, **_: Any) -> bool:
+    return type == "DELETED"
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
-def deployment_changed(type: str | None, body: kopf.Body, namespace: str, labels: kopf.Labels, **kw: Any) -> None:
-    _owned_changed(type, body, namespace, labels, kw)
+async def _owned_deleted(body: kopf.Body, namespace: str, labels: kopf.Labels) -> None:
+    """Forget what we applied, so the next reconcile re-creates it."""
+    FLUSHER.reconciler.forget(namespace, labels[NAME_LABEL], body["kind"], body["metadata"]["name"])
+    FLUSHER.mark((namespace, labels[NAME_LABEL]))
 
 
-@kopf.on.event("pods", labels=PODS)
-def pod_changed(type: str | None, body: kopf.Body, namespace: str, labels: kopf.Labels, **kw: Any) -> None:
-    _owned_changed(type, body, namespace, labels, kw)
+@kopf.on.event("apps", "v1", "deployments", labels=OWNED, when=_deleted)
+async def deployment_deleted(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> None:
+    await _owned_deleted(body, namespace, labels)
 
 
-@kopf.on.event("configmaps", labels=OWNED)
-def configmap_changed(type: str | None, body: kopf.Body, namespace: str, labels: kopf.Labels, **kw: Any) -> None:
-    if type == "DELETED":
-        _owned_changed(type, body, namespace, labels, kw)
+@kopf.on.event("configmaps", labels=OWNED, when=_deleted)
+async def configmap_deleted(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> None:
+    await _owned_deleted(body, namespace, labels)
 
 
-@kopf.on.event("services", labels=OWNED)
-def service_changed(type: str | None, body: kopf.Body, namespace: str, labels: kopf.Labels, **kw: Any) -> None:
-    if type == "DELETED":
-        _owned_changed(type, body, namespace, labels, kw)
+@kopf.on.event("services", labels=OWNED, when=_deleted)
+async def service_deleted(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> None:
+    await _owned_deleted(body, namespace, labels)
 
 
-@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED)
-def pdb_changed(type: str | None, body: kopf.Body, namespace: str, labels: kopf.Labels, **kw: Any) -> None:
-    if type == "DELETED":
-        _owned_changed(type, body, namespace, labels, kw)
-
-
-# ---------------------------------------------------------------- retries and resync
-
-
-async def _resync(idx: dict[str, Any]) -> None:
-    """Retry failed reconciles every RETRY_S; recheck every fms every RESYNC_S (no-ops cost no API calls)."""
-    elapsed = 0.0
-    while True:
-        await asyncio.sleep(RETRY_S)
-        elapsed += RETRY_S
-        keys = list(idx["fms_objects"]) if elapsed >= RESYNC_S else list(_state["retry"])
-        if elapsed >= RESYNC_S:
-            elapsed = 0.0
-        for key in keys:
-            await asyncio.to_thread(_run, key, idx, "resync")
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED, when=_deleted)
+async def pdb_deleted(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> None:
+    await _owned_deleted(body, namespace, labels)
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kw: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING  # our own Events are explicit; kopf's INFO logs are noise
-    settings.execution.max_workers = 16
     settings.watching.server_timeout = 300
-    reconciler()
-    memo["resync"] = asyncio.create_task(_resync(kw))
+    FLUSHER.wake = asyncio.Event()  # bound to kopf's loop
 
 
 @kopf.on.cleanup()
-async def stop(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("resync")
-    if task:
-        task.cancel()
+async def stop(**_: Any) -> None:
+    if FLUSHER.task:
+        FLUSHER.task.cancel()

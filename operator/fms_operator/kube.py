@@ -35,13 +35,15 @@ class Kube:
         self.api = api
 
     @classmethod
-    def connect(cls) -> "Kube":
+    def connect(cls, pool_size: int = 32) -> "Kube":
         """In-cluster service account, else KUBECONFIG / ~/.kube/config."""
+        config = kubernetes.client.Configuration()
         try:
-            kubernetes.config.load_incluster_config()
+            kubernetes.config.load_incluster_config(client_configuration=config)
         except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config()
-        return cls(kubernetes.client.ApiClient())
+            kubernetes.config.load_kube_config(client_configuration=config)
+        config.connection_pool_maxsize = pool_size  # one connection per reconcile in flight
+        return cls(kubernetes.client.ApiClient(config))
 
     def _call(self, method: str, path: str, body: Any = None, query: list[tuple[str, str]] | None = None,
               content_type: str = "application/json") -> dict[str, Any] | None:

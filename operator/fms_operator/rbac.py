@@ -35,11 +35,11 @@ RULES: tuple[Rule, ...] = (
     Rule("", ("configmaps", "services"), tuple(_OWNED), "owned worker ConfigMap and Service"),
     Rule("apps", ("deployments",), tuple(_OWNED), "owned worker Deployment"),
     Rule("policy", ("poddisruptionbudgets",), tuple(_OWNED), "owned PodDisruptionBudget"),
-    Rule("", ("pods",), ("get", "list", "watch"), "status from pod state and scheduler reasons"),
+    Rule("", ("pods",), ("get", "list", "watch", "patch"), "status from pod state; the autoscaler annotates pods it scrapes"),
     Rule("", ("events",), ("create", "patch"), "Kubernetes Events (kopf posts core/v1 events)"),
     Rule("events.k8s.io", ("events",), ("create", "patch"), "Kubernetes Events (events.k8s.io)"),
     Rule("apiextensions.k8s.io", ("customresourcedefinitions",), ("get", "list", "watch"), "kopf resource discovery"),
-    Rule("", ("namespaces",), ("list", "watch"), "kopf cluster-wide mode"),
+    Rule("", ("namespaces",), ("get", "list", "watch"), "kopf cluster-wide mode; the autoscaler reads namespace GPU budgets"),
     Rule("kopf.dev", ("clusterkopfpeerings", "kopfpeerings"), ("get", "list", "watch", "patch"), "kopf peering (only with --peering)"),
 )
 

@@ -24,6 +24,7 @@ from fms_operator.status import DeploymentView, PodView, changed, compute, trans
 
 log = logging.getLogger(__name__)
 
+_VERBS = {"Created": "created", "Updated": "updated", "NoLongerNeeded": "deleted (no longer needed)"}
 _WARNINGS = {("Placed", "False"), ("Degraded", "True")}
 Emit = Callable[[dict[str, Any], str, str, str], None]  # (fms body, Normal|Warning, reason, message)
 
@@ -53,6 +54,7 @@ class Reconciler:
         self.clock = clock
         self.applied: dict[tuple[str, str], dict[tuple[str, str], str | None]] = defaultdict(dict)
         self.statuses: dict[tuple[str, str], dict[str, Any]] = {}
+        self._rendered: dict[tuple[str, str], tuple[tuple[Any, Any], FMS, list[dict[str, Any]]]] = {}
         self._locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 
     def forget(self, namespace: str, fms_name: str, kind: str | None = None, name: str | None = None) -> None:
@@ -61,6 +63,7 @@ class Reconciler:
         if kind is None:
             self.applied.pop(key, None)
             self.statuses.pop(key, None)
+            self._rendered.pop(key, None)
             self._locks.pop(key, None)
         else:
             self.applied[key].pop((kind, name or ""), None)
@@ -70,18 +73,33 @@ class Reconciler:
         key = (meta["namespace"], meta["name"])
         with self._locks[key], metrics.reconcile_timer(trigger):
             try:
-                fms = FMS.from_body(snap.body)
+                fms, desired = self._render(key, snap.body)
             except InvalidSpec as e:
                 self._write_status(snap.body, key, {"observedGeneration": meta.get("generation"), "phase": "Degraded",
                                                     "conditions": [{"type": "Degraded", "status": "True", "reason": "InvalidSpec",
                                                                     "message": str(e)[:4000], "lastTransitionTime": self.clock()}]})
                 return []
-            actions = plan(render_all(fms), self._observed(key, snap.observed))
+            actions = plan(desired, self._observed(key, snap.observed))
             for action in actions:
-                self._execute(snap.body, key, action)
+                self._execute(key, action)
+            if actions:  # one Event per reconcile, not per object: Events are API writes too
+                done = ", ".join(f"{a.kind} {a.name} {_VERBS[a.reason]}" for a in actions)
+                self.emit(snap.body, "Normal", "Applied", done)
             status = compute(fms, snap.deployment, snap.pods, self.statuses.get(key) or snap.body.get("status") or {}, self.clock())
             self._write_status(snap.body, key, status)
             return actions
+
+    def _render(self, key: tuple[str, str], body: dict[str, Any]) -> tuple[FMS, list[dict[str, Any]]]:
+        """Parse and render once per (uid, generation): most reconciles are status refreshes."""
+        meta = body["metadata"]
+        version = (meta.get("uid"), meta.get("generation"))
+        cached = self._rendered.get(key)
+        if cached and cached[0] == version and version[1] is not None:
+            return cached[1], cached[2]
+        fms = FMS.from_body(body)
+        desired = render_all(fms)
+        self._rendered[key] = (version, fms, desired)
+        return fms, desired
 
     def _observed(self, key: tuple[str, str], indexed: list[Observed]) -> list[Observed]:
         merged = {(o.kind, o.name): o for o in indexed}
@@ -89,7 +107,7 @@ class Reconciler:
             merged[(kind, name)] = Observed(kind, name, digest)
         return list(merged.values())
 
-    def _execute(self, body: dict[str, Any], key: tuple[str, str], action: Action) -> None:
+    def _execute(self, key: tuple[str, str], action: Action) -> None:
         ns = key[0]
         if action.verb == "apply":
             assert action.manifest is not None
@@ -99,8 +117,6 @@ class Reconciler:
             self.kube.delete(action.kind, ns, action.name)
             self.applied[key].pop((action.kind, action.name), None)
         metrics.count_write(action.kind, action.verb)
-        verb = {"Created": "created", "Updated": "updated", "NoLongerNeeded": "deleted (no longer needed)"}[action.reason]
-        self.emit(body, "Normal", action.reason, f"{action.kind} {action.name} {verb}")
 
     def _write_status(self, body: dict[str, Any], key: tuple[str, str], status: dict[str, Any]) -> None:
         previous = self.statuses.get(key) or body.get("status") or {}

@@ -52,6 +52,7 @@ class Fleet:
     workdir: Path
     workers: dict[str, Worker] = field(default_factory=dict)
     rr: itertools.count = field(default_factory=itertools.count)
+    deletion_costs: dict[str, str] = field(default_factory=dict)
 
     def pods(self) -> list[dict]:
         out = self.kubectl("-n", self.namespace, "get", "pods", "-l", f"serving.fms.dev/name={self.name}", "-o", "json")
@@ -68,6 +69,9 @@ class Fleet:
         alive = {p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")}
         for p in pods:
             name, ip = p["metadata"]["name"], (p.get("status") or {}).get("podIP")
+            cost = (p["metadata"].get("annotations") or {}).get("controller.kubernetes.io/pod-deletion-cost")
+            if cost is not None:
+                self.deletion_costs[name] = cost
             if name in alive and name not in self.workers and ip and p["status"].get("phase") == "Running":
                 self.workers[name] = self.start(name, ip)
         for name, w in self.workers.items():
@@ -159,6 +163,8 @@ def operator(cluster, namespace, repo_root, tmp_path):
 
 async def test_autoscale_up_under_load_and_down_after(cluster, namespace, operator, smollm2_dir, tmp_path):
     name = "chat"
+    # Room for exactly maxReplicas: the budget path runs without capping this test.
+    cluster.kubectl("annotate", "namespace", namespace, "serving.fms.dev/gpu-budget=2")
     cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(fms_manifest(name, smollm2_dir)))
     fleet = Fleet(cluster.kubectl, namespace, name, tmp_path)
 
@@ -202,12 +208,15 @@ async def test_autoscale_up_under_load_and_down_after(cluster, namespace, operat
     assert t_up - t_load <= 2 * INTERVAL_S + 3, "scale-up took longer than two evaluation periods"
     # Not before the down window has seen only low recommendations, and not much after it.
     assert DOWN_WINDOW_S - INTERVAL_S <= t_down - t_stop <= DOWN_WINDOW_S + 3 * INTERVAL_S
-    drained = [w for w in fleet.workers.values() if w.draining]
-    assert len(drained) == 1 and drained[0].proc.returncode == 0, [w.proc.returncode for w in drained]
+    drained = [(pod, w) for pod, w in fleet.workers.items() if w.draining]
+    assert len(drained) == 1 and drained[0][1].proc.returncode == 0, [w.proc.returncode for _, w in drained]
+    # The pod the operator marked for removal is the one the ReplicaSet removed.
+    assert fleet.deletion_costs == {drained[0][0]: "-1000"}, fleet.deletion_costs
 
     status = json.loads(cluster.kubectl("-n", namespace, "get", "fms", name, "-o", "json").stdout)["status"]
     assert status["lastScale"]["desired"] == 1 and status["lastScale"]["target"] == 0.7
     events = cluster.kubectl("-n", namespace, "get", "events", "--field-selector", "reason=Scaled", "-o", "json")
     messages = [e["message"] for e in json.loads(events.stdout)["items"]]
+    print("\n".join(messages))
     assert any("1 -> 2 replicas on saturation" in m for m in messages), messages
     assert any("2 -> 1 replicas on saturation" in m for m in messages), messages

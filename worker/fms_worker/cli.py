@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     from fms_worker.server.runner import serve  # heavy imports only once the config is good
 
     try:
-        return serve(config, on_fatal=write_termination_log)
+        return serve(config, on_fatal=write_termination_log, log_level=args.log_level)
     except Exception as exc:  # e.g. encoder task without encoder support, port in use
         logging.getLogger("fms_worker").exception("start-up failed")
         return _fatal(f"start-up failed: {exc}", 1)

@@ -33,6 +33,14 @@ class PrecisionConfig(_Section):
     quantization: Literal["none", "int8", "int4", "fp8"] = "none"
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     sparsity: Literal["none", "2:4"] = "none"
+    int4_group_size: Literal[64, 128] = Field(default=128, description="Input columns sharing one int4 scale and zero.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PrecisionConfig":
+        if self.sparsity == "2:4" and self.quantization != "none":
+            raise ValueError(f"precision.sparsity 2:4 runs unquantized weights; set quantization none "
+                             f"(got {self.quantization}) or sparsity none")
+        return self
 
 
 class ParallelConfig(_Section):

@@ -108,17 +108,19 @@ def decide(
     inputs["ratio"] = round(ratio, 4)
     raw = _recommend(obs, ratio, policy.tolerance)
     horizon = max(policy.scale_up_window_s, policy.scale_down_window_s)
-    history = tuple(r for r in history if now - r.time < horizon) + (Recommendation(now, raw),)
+    history = tuple(r for r in history if now - r.time <= horizon) + (Recommendation(now, raw),)
 
     stabilized = _stabilize(policy, obs.current, history, now)
+    young = ""
     if stabilized < obs.current and observing_since is not None and now - observing_since < policy.scale_down_window_s:
         stabilized = obs.current
+        young = f"no scale-down before watching for one down window ({policy.scale_down_window_s:g}s)"
     stepped = _limit_step(policy, obs.current, stabilized)
     desired, bound_reason, capped = _bounds(policy, obs.current, stepped)
     desired, budget_reason, budget_capped = _cap_budget(policy, obs.current, desired, budget)
 
     reason = _explain(obs, ratio, raw, stabilized, stepped, desired, policy)
-    for extra in (bound_reason, budget_reason):
+    for extra in (young, bound_reason, budget_reason):
         if extra:
             reason = f"{reason}; {extra}"
     return Decision(desired, reason, inputs, capped or budget_capped, raw, history)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fms_operator.api.resource import FMS
+from fms_operator.kube import KubeError
 from fms_operator.render.meta import selector_string
 
 from .budget import BUDGET_ANNOTATION, BudgetError, namespace_budget
@@ -42,7 +43,10 @@ async def run_round(body: Mapping[str, Any], kube: AutoscaleKube, autoscaler: Au
         # Mark the least-loaded pods first, so the ReplicaSet picks them when
         # spec.replicas drops; their SIGTERM drain then finishes in-flight work.
         for pod, cost in ev.deletion_costs.items():
-            await asyncio.to_thread(kube.annotate_pod, fms.namespace, pod, {DELETION_COST: cost})
+            try:
+                await asyncio.to_thread(kube.annotate_pod, fms.namespace, pod, {DELETION_COST: cost})
+            except KubeError as e:  # only a preference: the ReplicaSet then picks by its own rules
+                log.warning("autoscaler %s: deletion cost on pod %s not set: %s", ev.fms, pod, e)
         await asyncio.to_thread(kube.scale, fms.namespace, fms.name, d.desired)
         log.info("autoscaler %s: %s", ev.fms, ev.event_message())
     if ev.announce:

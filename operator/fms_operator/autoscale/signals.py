@@ -18,18 +18,6 @@ MetricName = Literal[
     "saturation", "kvCacheUsage", "queueDepth", "gpuUtilization", "runningRequests", "tokensPerSecond", "ttftP90"
 ]
 
-# Defaults for `target` per metric; tokensPerSecond depends on model and
-# hardware, so it has none and the spec must set one.
-DEFAULT_TARGETS: dict[str, float | None] = {
-    "saturation": 0.7,
-    "kvCacheUsage": 0.7,
-    "queueDepth": 4.0,
-    "gpuUtilization": 0.8,
-    "runningRequests": 16.0,
-    "tokensPerSecond": None,
-    "ttftP90": 2.0,
-}
-
 # Saturation divides each component by the level at which a replica counts as
 # full (1.0): the KV cache is full at 1.0, the batch when running reaches
 # maxNumSeqs (the loop passes the spec's value), users notice a queue of 8
@@ -40,6 +28,7 @@ SATURATION_REFS: dict[str, float] = {
     "queueDepth": 8.0,
     "ttftP90": 2.0,
 }
+
 
 @dataclass(frozen=True)
 class Signals:

@@ -18,7 +18,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from fms_operator.api.resource import FMS
 from fms_operator.autoscale.collector_prometheus import PrometheusCollector, PrometheusError, PrometheusSource
+from fms_operator.autoscale.loop import Autoscaler
+from fms_operator.autoscale.settings import AutoscaleSettings
 
 pytestmark = [
     pytest.mark.integration,
@@ -139,6 +142,20 @@ async def test_prometheus_collector_reads_what_prometheus_scraped(prometheus):
         # Another namespace has none of these series.
         other = await collector.collect("team-b", ["svc-0"])
         assert other.sampled == 0 and other.kv_usage is None and not math.isnan(other.queue or 0)
+
+        # The whole evaluation on the Prometheus path: kv usage 0.4 against 0.2 doubles 2 replicas.
+        source = PrometheusSource(url=prometheus, window="10s")
+        autoscaler = Autoscaler(AutoscaleSettings(source="prometheus", prometheus=source), session)
+        fms = FMS.from_body({
+            "metadata": {"name": "svc", "namespace": "team-a", "uid": "u1"},
+            "spec": {"model": {"source": {"local": {"path": "/m"}}}, "replicas": 2,
+                     "autoscaling": {"maxReplicas": 8, "metric": "kvCacheUsage", "target": 0.2}},
+        })
+        pods = [{"metadata": {"name": n}, "spec": {"containers": [{"ports": [{"name": "metrics", "containerPort": 9090}]}]},
+                 "status": {"phase": "Running", "podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}}
+                for n in ("svc-0", "svc-1")]
+        ev = await autoscaler.evaluate(fms, pods)
+        assert ev.decision.desired == 4, ev.decision.reason
 
 
 async def test_prometheus_errors_are_reported(prometheus):

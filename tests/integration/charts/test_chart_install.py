@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "fms-operator"
-SAMPLE = REPO / "crds" / "samples" / "generate-minimal.yaml"
+SAMPLES = REPO / "crds" / "samples"
 CRD = "foundationmodelservices.serving.fms.dev"
 
 
@@ -72,9 +72,14 @@ def _service_account_kubeconfig(cluster, namespace: str, account: str, path: Pat
     return path
 
 
-def _operator_command(container: dict, health_port: int) -> list[str]:
-    """The Deployment's own arguments, with the liveness endpoint moved to a free local port."""
-    args = [re.sub(r"^--liveness=.*$", f"--liveness=http://127.0.0.1:{health_port}/healthz", a) for a in container["args"]]
+def _operator_command(container: dict) -> list[str]:
+    """The Deployment's own arguments, with its two ports moved to free local ones."""
+    ports = {"--liveness": f"http://127.0.0.1:{free_port()}/healthz", "--metrics-port": str(free_port())}
+    args = []
+    for arg in container["args"]:
+        flag = arg.split("=", 1)[0]
+        args.append(f"{flag}={ports[flag]}" if flag in ports else arg)
+    assert all(any(a.startswith(f + "=") for a in args) for f in ports), f"chart args changed: {container['args']}"
     return [sys.executable, "-m", "fms_operator", *args]
 
 
@@ -113,7 +118,9 @@ def test_install_notes_and_fms_api(cluster, namespace, release):
         cluster.kubectl(*args, timeout=150)  # raises with kubectl's error when a command fails
 
 
-def test_chart_rbac_is_enough_to_reconcile(cluster, namespace, release, tmp_path):
+# minimal: the plain reconcile; full: two replicas (a PodDisruptionBudget) and the builtin autoscaler.
+@pytest.mark.parametrize("sample", ["generate-minimal.yaml", "generate-full.yaml"])
+def test_chart_rbac_is_enough_to_reconcile(cluster, namespace, release, tmp_path, sample):
     name, _ = release
     deploy = json.loads(cluster.kubectl("-n", namespace, "get", "deployment", f"{name}-fms-operator", "-o", "json").stdout)
     pod = deploy["spec"]["template"]["spec"]
@@ -121,16 +128,16 @@ def test_chart_rbac_is_enough_to_reconcile(cluster, namespace, release, tmp_path
     kubeconfig = _service_account_kubeconfig(cluster, namespace, pod["serviceAccountName"], tmp_path / "sa.kubeconfig")
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
-    env["FMS_OPERATOR_METRICS_PORT"] = str(free_port())
     env["KUBECONFIG"] = str(kubeconfig)
+    env["FMS_AUTOSCALE_INTERVAL_SECONDS"] = "1"  # several autoscaler rounds within the test
     log_path = tmp_path / "operator.log"
     with open(log_path, "w") as log:
-        operator = subprocess.Popen(_operator_command(container, free_port()), cwd=tmp_path, env=env,
+        operator = subprocess.Popen(_operator_command(container), cwd=tmp_path, env=env,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        sample = yaml.safe_load(SAMPLE.read_text())
-        fms_name = sample["metadata"]["name"]
-        cluster.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(sample))
+        body = yaml.safe_load((SAMPLES / sample).read_text())
+        fms_name = body["metadata"]["name"]
+        cluster.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(body))
 
         def deployment_exists():
             assert operator.poll() is None, f"operator exited ({operator.returncode}):\n{log_path.read_text()[-4000:]}"
@@ -143,6 +150,12 @@ def test_chart_rbac_is_enough_to_reconcile(cluster, namespace, release, tmp_path
             return body.get("status", {}).get("phase")
 
         _wait_for("the operator to write status.phase", status_written, timeout=60)
+        time.sleep(5)  # let periodic work (autoscaler rounds, resyncs) hit the API a few times
+        assert operator.poll() is None, f"operator exited ({operator.returncode}):\n{log_path.read_text()[-4000:]}"
+        if body["spec"].get("replicas", 1) > 1:
+            cluster.kubectl("-n", namespace, "get", "poddisruptionbudget", fms_name)
+        if body["spec"].get("autoscaling"):
+            assert "Timer 'autoscale' succeeded" in log_path.read_text(), "the autoscaler never ran a round"
         cluster.kubectl("-n", namespace, "delete", "fms", fms_name, "--timeout=90s", timeout=120)
     finally:
         _stop(operator)
@@ -168,3 +181,28 @@ def test_uninstall_leaves_no_operator_objects(cluster, namespace, release):
     assert left == []
     # The CRD outlives the release: deleting it would delete every user's FoundationModelService.
     cluster.kubectl("get", "crd", CRD)
+
+
+def test_peering_install_runs_indexed_pods_and_cleans_up(cluster, namespace):
+    name = f"fms-{uuid.uuid4().hex[:6]}"
+    _helm(cluster, "install", name, str(CHART), "--namespace", namespace,
+          "--set", "replicaCount=2", "--set", "peering.enabled=true")
+    try:
+        cluster.kubectl("wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev", "--timeout=60s")
+        cluster.kubectl("get", "clusterkopfpeering", f"{name}-fms-operator")
+        sts = json.loads(cluster.kubectl("-n", namespace, "get", "statefulset", f"{name}-fms-operator", "-o", "json").stdout)
+        assert sts["spec"]["replicas"] == 2
+        assert f"--peering={name}-fms-operator" in sts["spec"]["template"]["spec"]["containers"][0]["args"]
+
+        # Each pod's kopf priority comes from this label; it must exist and differ between pods.
+        def pod_indices():
+            pods = json.loads(cluster.kubectl("-n", namespace, "get", "pods", "-l", f"app.kubernetes.io/instance={name}",
+                                              "-o", "json").stdout)["items"]
+            found = sorted(p["metadata"]["labels"].get("apps.kubernetes.io/pod-index", "") for p in pods)
+            return found if len(found) == 2 else None
+
+        assert _wait_for("two operator pods", pod_indices, timeout=60) == ["0", "1"]
+    finally:
+        _helm(cluster, "uninstall", name, "--namespace", namespace, "--wait", check=False)
+    gone = cluster.kubectl("get", "clusterkopfpeering", f"{name}-fms-operator", check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr

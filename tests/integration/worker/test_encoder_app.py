@@ -53,8 +53,6 @@ async def test_embeddings_through_create_app(client, minilm_dir):
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"
 
 
-@pytest.mark.xfail(strict=True, reason="server/app.py's _load_encoder must call "
-                   "build_encoder_service(config, registry=state.metrics.registry) for encoder metrics to reach /metrics")
 async def test_encoder_metrics_on_app_metrics(client):
     assert (await client.post("/v1/embeddings", json={"input": "count me"})).status_code == 200
     text = (await client.get("/metrics")).text

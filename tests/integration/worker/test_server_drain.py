@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert proc.poll() is None, f"worker exited with {proc.returncode}"
         try:
             if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
                 return
@@ -32,15 +32,19 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 def test_sigterm_drains(smollm2_dir, tmp_path):
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "fms_worker.cli", "serve", str(smollm2_dir), "--host", "127.0.0.1",
            "--port", str(port), "--dtype", "float32", "--device", "cpu", "--enforce-eager", "--max-model-len", "128",
-           "--num-kv-blocks", "32", "--drain-seconds", "60", "--log-level", "warning"]
+           "--num-kv-blocks", "32", "--drain-seconds", "60", "--log-level", "warning",
+           "--metrics-port", str(metrics_port)]
     env = {**os.environ, "FMS_TERMINATION_LOG": str(tmp_path / "termination-log")}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    log = open(tmp_path / "worker.log", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         _wait_ready(url, proc)
+        scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        assert scrape.status_code == 200 and "fms_kv_cache_usage_ratio" in scrape.text
         first_chunk = threading.Event()
         result: dict = {}
 
@@ -72,4 +76,36 @@ def test_sigterm_drains(smollm2_dir, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        log.close()
+        print((tmp_path / "worker.log").read_text()[-3000:])
     assert not (tmp_path / "termination-log").exists()
+
+
+def test_drain_timeout_cuts_off_and_still_exits_0(smollm2_dir, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "fms_worker.cli", "serve", str(smollm2_dir), "--host", "127.0.0.1",
+           "--port", str(port), "--dtype", "float32", "--device", "cpu", "--enforce-eager", "--max-model-len", "128",
+           "--num-kv-blocks", "32", "--drain-seconds", "0", "--log-level", "warning"]
+    log = open(tmp_path / "worker.log", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_ready(url, proc)
+        body = {"prompt": "Count slowly:", "max_tokens": 100, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as r:
+            lines = []
+            for line in r.iter_lines():
+                if line:
+                    lines.append(line)
+                    if len(lines) == 1:
+                        proc.send_signal(signal.SIGTERM)
+        assert lines[-1] == "data: [DONE]"
+        last = json.loads(lines[-2][len("data: "):])
+        assert last["choices"][0]["finish_reason"] == "abort"
+        assert len(lines) < 100  # cut off, not run to max_tokens
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()

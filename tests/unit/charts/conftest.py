@@ -33,8 +33,14 @@ class Rendered:
         assert len(found) == 1, f"expected one {kind}, got {len(found)}: {self.kinds()}"
         return found[0]
 
+    def workload(self) -> dict:
+        """The operator's Deployment, or its StatefulSet when peering is on; never both."""
+        found = [o for o in self.objects if o["kind"] in ("Deployment", "StatefulSet")]
+        assert len(found) == 1, f"expected one operator workload, got {self.kinds()}"
+        return found[0]
+
     def container(self) -> dict:
-        return self.one("Deployment")["spec"]["template"]["spec"]["containers"][0]
+        return self.workload()["spec"]["template"]["spec"]["containers"][0]
 
 
 class Helm:

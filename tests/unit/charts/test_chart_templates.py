@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fms_operator import __main__ as operator_main
 from fms_operator import rbac
@@ -47,9 +49,11 @@ def test_probes_hit_kopf_liveness_endpoint(helm):
         assert ctr[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
 
 
-def _parsed(args: list[str]):
+def _parsed(args: list[str], env: dict[str, str] | None = None):
     # The operator's own argument parser: a flag it does not know fails here, not in a crash-looping pod.
-    return operator_main.parse_args(args)
+    # $(VAR) is expanded by the kubelet from the container's env before the process sees it.
+    env = env or {}
+    return operator_main.parse_args([re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in args])
 
 
 def test_cluster_wide_and_standalone_by_default(helm):
@@ -94,7 +98,7 @@ def test_cluster_role_rules_equal_the_operators_own(helm):
 def test_rbac_and_service_account_toggles(helm):
     kinds = helm.template("rbac.create=false", "serviceAccount.create=false", "serviceAccount.name=ops").kinds()
     assert "ClusterRole" not in kinds and "ServiceAccount" not in kinds
-    pod = helm.template("serviceAccount.create=false").one("Deployment")["spec"]["template"]["spec"]
+    pod = helm.template("serviceAccount.create=false").workload()["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "default"
 
 
@@ -130,11 +134,26 @@ def test_pod_monitor_scrapes_worker_pods(helm, sample_worker_pod):
     assert pm["spec"]["namespaceSelector"] == {"matchNames": ["ml"]}
 
 
-def test_peering_for_several_replicas(helm):
+def test_peering_runs_a_stateful_set_with_a_priority_per_pod(helm):
     out = helm.template("replicaCount=3", "peering.enabled=true")
-    assert out.one("Deployment")["spec"]["replicas"] == 3
-    peering = out.one("ClusterKopfPeering")
-    assert _parsed(out.container()["args"]).peering == peering["metadata"]["name"]
+    assert "Deployment" not in out.kinds()
+    sts = out.one("StatefulSet")
+    assert sts["spec"]["replicas"] == 3
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    assert sts["spec"]["selector"]["matchLabels"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    ctr = out.container()
+    env = {e["name"]: e for e in ctr["env"]}
+    # The StatefulSet controller labels each pod with its index; equal kopf priorities would pause every peer.
+    assert env["FMS_OPERATOR_PRIORITY"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+    parsed = _parsed(ctr["args"], {"FMS_OPERATOR_PRIORITY": "2"})
+    assert parsed.peering == out.one("ClusterKopfPeering")["metadata"]["name"]
+    assert parsed.priority == 2
+
+
+def test_standalone_has_no_priority(helm):
+    ctr = helm.template().container()
+    assert not any(a.startswith("--priority") for a in ctr["args"])
+    assert "env" not in ctr
 
 
 def test_namespaced_peering_per_watched_namespace(helm):

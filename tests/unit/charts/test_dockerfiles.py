@@ -102,3 +102,27 @@ def test_hadolint_is_clean():
     proc = subprocess.run([binary, "--config", str(REPO / ".hadolint.yaml"), *DOCKERFILES], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_constraints_are_plain_pins():
+    # Both images install with --constraint constraints.txt; a local path or URL pin breaks the build.
+    lines = [ln.strip() for ln in (REPO / "constraints.txt").read_text().splitlines()]
+    bad = [ln for ln in lines if ln and not ln.startswith("#") and not re.fullmatch(r"[A-Za-z0-9_.\[\]-]+==[A-Za-z0-9_.+!-]+", ln)]
+    assert bad == []
+
+
+def test_worker_image_leaves_compile_caches_to_the_worker_config():
+    # fms_worker.fetch.env keeps variables that are already set, so an image default would beat
+    # caching.compile_cache_dir and point torch.compile at the read-only root filesystem.
+    envs = " ".join(args for word, args in _instructions((REPO / "Dockerfile.worker").read_text()) if word == "ENV")
+    assert "TORCHINDUCTOR_CACHE_DIR" not in envs and "TRITON_CACHE_DIR" not in envs
+
+
+def test_worker_image_cmd_is_accepted_by_the_worker_cli():
+    from fms_worker.cli import build_parser
+
+    entry = [args for word, args in _instructions((REPO / "Dockerfile.worker").read_text()) if word == "ENTRYPOINT"][-1]
+    cmd = [args for word, args in _instructions((REPO / "Dockerfile.worker").read_text()) if word == "CMD"][-1]
+    assert ast.literal_eval(entry) == ["fms-worker"]
+    parsed = build_parser().parse_args(ast.literal_eval(cmd))
+    assert parsed.command == "serve" and parsed.config == "/etc/fms/worker.yaml"

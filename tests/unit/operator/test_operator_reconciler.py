@@ -50,7 +50,7 @@ def test_create_then_noop_then_update_then_restart():
     assert run(rec, kube, {"replicas": 2}) == [("apply", "ConfigMap", "m-worker-config"), ("apply", "Deployment", "m"),
                                                 ("apply", "Service", "m"), ("apply", "PodDisruptionBudget", "m"),
                                                 ("status", "FoundationModelService", "m")]
-    assert ("Normal", "Created", "Deployment m created") in events
+    assert ("Normal", "Applied", "ConfigMap m-worker-config created, Deployment m created, Service m created, PodDisruptionBudget m created") in events
     assert run(rec, kube, {"replicas": 2}) == []
     assert run(rec, kube, {"replicas": 1}, generation=2) == [("apply", "Deployment", "m"), ("delete", "PodDisruptionBudget", "m"),
                                                               ("status", "FoundationModelService", "m")]

@@ -64,7 +64,7 @@ class _SelfAttention(nn.Module):
         self.key = linear(a.hidden_size, a.hidden_size)
         self.value = linear(a.hidden_size, a.hidden_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, s, h = x.shape
 
         def heads(t: torch.Tensor) -> torch.Tensor:
@@ -93,7 +93,7 @@ class _Attention(nn.Module):
         self.self = _SelfAttention(a, linear)
         self.output = _DenseNorm(a, linear, a.hidden_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return self.output(self.self(x, mask), x)
 
 
@@ -114,7 +114,7 @@ class BertLayer(nn.Module):
         self.intermediate = _Intermediate(a, linear)
         self.output = _DenseNorm(a, linear, a.intermediate_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = self.attention(x, mask)
         return self.output(self.intermediate(x), x)
 
@@ -146,8 +146,9 @@ class BertModel(nn.Module):
             self.pooler = _Pooler(a)
             self.classifier = nn.Linear(a.hidden_size, a.num_labels)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        mask = padding_mask(attention_mask)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # No mask (a batch without padding) lets SDPA pick its fastest (flash) kernel.
+        mask = None if attention_mask is None else padding_mask(attention_mask)
         x = self.embeddings(input_ids)
         for layer in self.encoder.layer:
             x = layer(x, mask)

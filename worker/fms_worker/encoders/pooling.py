@@ -8,21 +8,25 @@ import torch.nn.functional as F
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
 
 
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
-    """hidden [B, S, H], attention_mask [B, S] -> [B, H] in float32 (pooling in fp32 whatever the compute dtype)."""
-    h = hidden.float()
-    m = attention_mask[..., None].to(h.dtype)  # [B, S, 1]
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, mode: str) -> torch.Tensor:
+    """hidden [B, S, H], attention_mask [B, S] (None: no padding) -> [B, H] float32, whatever the compute dtype."""
+    if mode not in POOLING_MODES:
+        raise ValueError(f"pooling mode {mode!r} is not supported; use one of {', '.join(POOLING_MODES)}")
     if mode == "cls":
-        return h[:, 0]
-    if mode == "max":
-        return h.masked_fill(m == 0, -1e9).amax(dim=1)
-    summed = (h * m).sum(dim=1)
-    count = m.sum(dim=1).clamp(min=1e-9)
-    if mode == "mean":
-        return summed / count
-    if mode == "mean_sqrt_len":
-        return summed / count.sqrt()
-    raise ValueError(f"pooling mode {mode!r} is not supported; use one of {', '.join(POOLING_MODES)}")
+        return hidden[:, 0].float()
+    if attention_mask is None:
+        if mode == "max":
+            return hidden.amax(dim=1).float()
+        summed = hidden.sum(dim=1, dtype=torch.float32)
+        count = torch.full_like(summed[:, :1], hidden.shape[1])
+    else:
+        m = attention_mask[..., None].to(hidden.dtype)  # [B, S, 1]
+        if mode == "max":
+            return hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).amax(dim=1).float()
+        # [B, 1, S] @ [B, S, H]: the masked sum as one batched matmul, no full-size fp32 copy of the states.
+        summed = torch.bmm(m.transpose(1, 2), hidden).squeeze(1).float()
+        count = m.sum(dim=1).float().clamp(min=1e-9)
+    return summed / (count if mode == "mean" else count.sqrt())
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

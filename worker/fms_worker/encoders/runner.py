@@ -51,29 +51,35 @@ class EncoderRunner:
             length = 0
         else:
             inputs, length = self._pad_tokens(payloads)
+        if len(inputs) == 2 and all(len(p) == length for p in payloads):
+            inputs = inputs[:1]  # no padding: no mask, so SDPA may use its flash kernel
         if self.graphs is not None:
-            inputs = self._pad_rows(inputs)
-            out = self.graphs(*inputs)[:n]
+            out = self.graphs(*self._pad_rows(inputs))[:n]
         else:
             out = self._forward(*inputs)
         return out.float().cpu().numpy(), length  # the one host sync per batch
 
     def _forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """(pixels,) or (ids,) or (ids, mask) -> [B, D] float32."""
         out = self.model(*inputs)
         if self.enc.kind != "embed":
             return out.float()  # logits [B, L]
-        pooled = pool(out, inputs[1], self.enc.pooling)
+        pooled = pool(out, inputs[1] if len(inputs) > 1 else None, self.enc.pooling)
         return normalize(pooled) if self.enc.normalize else pooled
 
     def _pad_tokens(self, seqs: list[list[int]]) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
         longest = max(len(s) for s in seqs)
         # Eager: pad to the longest row only. Graphs: pad to the length bucket so shapes repeat.
         length = length_bucket(longest, self._length_buckets) if self.graphs is not None else longest
-        ids = np.full((len(seqs), length), self.enc.pad_token_id, dtype=np.int64)
-        mask = np.zeros((len(seqs), length), dtype=np.int64)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = s
-            mask[i, : len(s)] = 1
+        if all(len(s) == length for s in seqs):  # one C-level conversion instead of a row loop
+            ids = np.asarray(seqs, dtype=np.int64)
+            mask = np.ones_like(ids)
+        else:
+            ids = np.full((len(seqs), length), self.enc.pad_token_id, dtype=np.int64)
+            mask = np.zeros((len(seqs), length), dtype=np.int64)
+            for i, s in enumerate(seqs):
+                ids[i, : len(s)] = s
+                mask[i, : len(s)] = 1
         return (torch.from_numpy(ids).to(self.device, non_blocking=True),
                 torch.from_numpy(mask).to(self.device, non_blocking=True)), length
 
@@ -83,6 +89,8 @@ class EncoderRunner:
         target = self._batch_buckets[min(i, len(self._batch_buckets) - 1)]
         if target == n:
             return inputs
+        if self.enc.kind != "classify_image" and len(inputs) == 1:  # filler rows need a mask after all
+            inputs = (inputs[0], torch.ones_like(inputs[0]))
         padded = []
         for j, x in enumerate(inputs):
             extra = torch.zeros((target - n, *x.shape[1:]), dtype=x.dtype, device=x.device)

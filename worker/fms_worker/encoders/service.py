@@ -22,6 +22,9 @@ from fms_worker.encoders.types import (Classifications, EncoderBusy, EncoderObse
                                        EncoderTimeout, Embeddings, LabelScore, NullObserver)
 
 
+DEFAULT_TOP_K = 5
+
+
 class EncoderService:
     def __init__(self, enc: LoadedEncoder, runner: EncoderRunner, policy: BatchPolicy, *, served_name: str,
                  max_waiting: int = 1024, request_timeout_s: float = 60.0, result_cache_size: int = 0,
@@ -123,7 +126,7 @@ class EncoderService:
 
     def _top_k(self, logits: np.ndarray, top_k: int | None) -> list[LabelScore]:
         n = len(logits)
-        k = n if top_k is None else top_k
+        k = DEFAULT_TOP_K if top_k is None else top_k
         if k < 1:
             raise EncoderRequestError(f"top_k must be at least 1; got {top_k}", param="top_k")
         if self.enc.multi_label:

@@ -14,7 +14,7 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
@@ -117,8 +117,10 @@ class RequestStream:
 
 
 class AsyncEngine:
-    def __init__(self, engine: Engine, *, max_waiting: int, observer: Observer | None = None):
+    def __init__(self, engine: Engine, *, max_waiting: int, observer: Observer | None = None,
+                 on_fatal: Callable[[BaseException], None] | None = None):
         self.engine = engine
+        self.on_fatal = on_fatal  # called on the event loop if the engine loop dies
         self.max_waiting = max_waiting
         self.observer = observer or _NullObserver()
         self.draining = False
@@ -249,8 +251,10 @@ class AsyncEngine:
 
     def _run(self) -> None:
         try:
-            while not self._stop:
-                self._apply_commands()
+            while True:
+                self._apply_commands()  # also after stop(): its aborts free the KV blocks
+                if self._stop:
+                    break
                 if self.engine.has_unfinished():
                     outputs = self.engine.step()
                     stats = replace(self.engine.stats())  # a copy: the engine reuses its object
@@ -297,3 +301,5 @@ class AsyncEngine:
     def _fail_all(self, exc: BaseException) -> None:
         for stream in self._streams.values():
             stream.queue.put_nowait(RuntimeError(f"engine failed: {exc!r}"))
+        if self.on_fatal is not None:
+            self.on_fatal(exc)

@@ -150,7 +150,8 @@ def _encoder_module(task: str):
 async def _load_encoder(app: FastAPI, state: ServingState) -> None:
     try:
         module = _encoder_module(state.config.model.task)
-        service = await asyncio.to_thread(module.build_encoder_service, state.config)
+        # The app's registry, so /metrics shows the encoder's series next to the shared ones.
+        service = await asyncio.to_thread(module.build_encoder_service, state.config, state.metrics.registry)
         if hasattr(service, "start"):
             await _maybe_await(service.start())
     except Exception as exc:

@@ -49,7 +49,7 @@ class ImageInput(BaseModel):
 
 class ClassifyRequest(_Body):
     input: TextInput | ImageInput | list[ImageInput]
-    top_k: StrictInt | None = Field(default=None, ge=1, description="Labels per input, best first; default all.")
+    top_k: StrictInt | None = Field(default=None, ge=1, description="Labels per input, best first; default 5.")
 
 
 def build_encoder_service(config: WorkerConfig, registry: CollectorRegistry | None = None) -> EncoderService:

@@ -84,7 +84,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request):
     top_n = body.top_logprobs or 0
     if body.stream:
         env.object = "chat.completion.chunk"
-        return SSEResponse(_guarded(_chat_events(env, streams, decode, top_n, _include_usage(body))))
+        return SSEResponse(_guarded(_chat_events(env, streams, decode, top_n, body.n, _include_usage(body))))
     (out,) = await final_outputs(request, streams)
     usage = Usage()
     usage.add(out)
@@ -110,7 +110,7 @@ def _include_usage(body: CompletionRequest | ChatCompletionRequest) -> bool:
 
 async def _completion_events(env: Envelope, streams: list[RequestStream], decode, echoes: list[str], n: int,
                              include_usage: bool) -> AsyncIterator[bytes]:
-    usage, echoed = Usage(), set()
+    usage, echoed, finished = Usage(), set(), set()
     async with aclosing(merged(streams)) as outputs:
         async for i, out in outputs:
             choices = []
@@ -125,14 +125,18 @@ async def _completion_events(env: Envelope, streams: list[RequestStream], decode
                 yield sse(env.body(choices))
             if out.finished:
                 usage.add(out)
+                finished.update(i * n + o.index for o in out.outputs)
+    cut = [i for i in range(len(streams) * n) if i not in finished]
+    if cut:  # the server cut these off (drain timeout): say so instead of ending silently
+        yield sse(env.body([{"index": i, "text": "", "logprobs": None, "finish_reason": "abort"} for i in cut]))
     if include_usage:
         yield sse(env.body([], usage))
     yield sse("[DONE]")
 
 
-async def _chat_events(env: Envelope, streams: list[RequestStream], decode, top_n: int,
+async def _chat_events(env: Envelope, streams: list[RequestStream], decode, top_n: int, n: int,
                        include_usage: bool) -> AsyncIterator[bytes]:
-    usage, started = Usage(), set()
+    usage, started, finished = Usage(), set(), set()
     async with aclosing(merged(streams)) as outputs:
         async for _, out in outputs:
             choices = []
@@ -145,6 +149,10 @@ async def _chat_events(env: Envelope, streams: list[RequestStream], decode, top_
                 yield sse(env.body(choices))
             if out.finished:
                 usage.add(out)
+                finished.update(o.index for o in out.outputs)
+    cut = [i for i in range(n) if i not in finished]
+    if cut:
+        yield sse(env.body([{"index": i, "delta": {}, "logprobs": None, "finish_reason": "abort"} for i in cut]))
     if include_usage:
         yield sse(env.body([], usage))
     yield sse("[DONE]")

@@ -51,8 +51,10 @@ def sse(data: dict | str) -> bytes:
 # ---- completions ---------------------------------------------------------------------------
 
 def completion_choice(index: int, o: CompletionOutput, text: str, decode: Decode, *, delta: bool) -> dict:
+    # A final body without a finish reason means the server cut the request off (drain timeout).
+    reason = o.finish_reason if delta else o.finish_reason or "abort"
     return {"index": index, "text": text, "logprobs": completion_logprobs(o, decode, delta=delta),
-            "finish_reason": o.finish_reason}
+            "finish_reason": reason}
 
 
 def completion_logprobs(o: CompletionOutput, decode: Decode, *, delta: bool) -> dict | None:
@@ -76,7 +78,7 @@ def completion_logprobs(o: CompletionOutput, decode: Decode, *, delta: bool) -> 
 
 def chat_choice(index: int, o: CompletionOutput, decode: Decode, top_n: int) -> dict:
     return {"index": index, "message": {"role": "assistant", "content": o.text},
-            "logprobs": chat_logprobs(o, decode, top_n, delta=False), "finish_reason": o.finish_reason}
+            "logprobs": chat_logprobs(o, decode, top_n, delta=False), "finish_reason": o.finish_reason or "abort"}
 
 
 def chat_delta_choice(index: int, o: CompletionOutput, decode: Decode, top_n: int, *, first: bool) -> dict:

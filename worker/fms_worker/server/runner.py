@@ -70,28 +70,32 @@ class _DrainingServer(uvicorn.Server):
             server.should_exit = True
 
 
-def _uvicorn_config(app: FastAPI, host: str, port: int, *, sockets_timeout: float) -> uvicorn.Config:
-    return uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, lifespan="on",
+def _uvicorn_config(app: FastAPI, host: str, port: int, *, sockets_timeout: float,
+                    log_level: str = "info") -> uvicorn.Config:
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
                           timeout_graceful_shutdown=int(sockets_timeout) + 1, timeout_keep_alive=5)
 
 
 def serve(config: WorkerConfig, *, on_fatal: Callable[[str], None] | None = None,
-          engine_factory: Callable[[WorkerConfig], Any] | None = None) -> int:
+          engine_factory: Callable[[WorkerConfig], Any] | None = None, log_level: str = "info") -> int:
     """Serve until drained. Returns the exit code: 0 after a drain, 1 when the model failed to load."""
     app = create_app(config, engine_factory=engine_factory)
-    return asyncio.run(_serve(app, config, on_fatal))
+    return asyncio.run(_serve(app, config, on_fatal, log_level))
 
 
-async def _serve(app: FastAPI, config: WorkerConfig, on_fatal: Callable[[str], None] | None) -> int:
+async def _serve(app: FastAPI, config: WorkerConfig, on_fatal: Callable[[str], None] | None,
+                 log_level: str) -> int:
     state: ServingState = app.state.serving
     others: list[uvicorn.Server] = []
     if config.server.metrics_port is not None and config.server.metrics_port != config.server.port:
         metrics_server = uvicorn.Server(_uvicorn_config(create_metrics_app(app), config.server.host,
-                                                        config.server.metrics_port, sockets_timeout=1))
+                                                        config.server.metrics_port, sockets_timeout=1,
+                                                        log_level=log_level))
         metrics_server.capture_signals = contextlib.nullcontext  # the main server owns the signals
         others.append(metrics_server)
     server = _DrainingServer(_uvicorn_config(app, config.server.host, config.server.port,
-                                             sockets_timeout=config.server.drain_seconds), state, others)
+                                             sockets_timeout=config.server.drain_seconds, log_level=log_level),
+                             state, others)
     failed: list[str] = []
 
     def fatal(message: str) -> None:

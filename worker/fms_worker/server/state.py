@@ -57,11 +57,18 @@ class ServingState:
             return
         self.engine = engine
         self.limits = ModelLimits(self.config.served_name, int(engine.max_model_len), len(engine.tokenizer))
-        self.async_engine = AsyncEngine(engine, max_waiting=self.config.batching.max_waiting, observer=self.metrics)
+        self.async_engine = AsyncEngine(engine, max_waiting=self.config.batching.max_waiting, observer=self.metrics,
+                                        on_fatal=self._engine_died)
         self.metrics.set_stats_source(self.async_engine.stats)
         self.async_engine.start()
         if self.phase == "loading":
             self.phase = "ready"
+
+    def _engine_died(self, exc: BaseException) -> None:
+        # Not recoverable in-process (device state unknown): fail readiness and let the runner exit
+        # non-zero so Kubernetes restarts the container.
+        self.phase, self.error = "failed", f"engine failed: {exc!r}"
+        self.on_fatal(self.error)
 
     async def stop(self) -> None:
         if self.async_engine is not None:

@@ -89,11 +89,11 @@ def test_scale_down_waits_for_down_window_then_goes_to_max_of_window():
         d = decide(policy, Observation(current, current, v), history, now=i * 15.0)
         history, current = d.history, d.desired
         out.append(current)
-    # The first round already may go to 5 (every rec in the window <= 5 is not true: only [5]),
-    # then stays at the window's max until t=0's recommendation ages out (60 s).
+    # The first round goes to 5 (the only recommendation so far), then holds
+    # at the window's max until t=0's recommendation is older than 60 s (t=75).
     assert out[0] == 5
-    assert out[1:4] == [5, 5, 5]
-    assert out[4] == 3, out
+    assert out[1:5] == [5, 5, 5, 5]
+    assert out[5] == 3, out
 
 
 def test_scale_up_window_takes_min_of_window():
@@ -117,7 +117,7 @@ def test_missing_metrics_never_scale_down_even_with_history():
 def test_restarted_operator_does_not_scale_down_before_window():
     policy = Policy(max_replicas=10, scale_down_window_s=60, max_step_down=5)
     d = decide(policy, Observation(4, 4, 0.2), (), now=30.0, observing_since=0.0)
-    assert d.desired == 4
+    assert d.desired == 4 and "no scale-down before watching for one down window" in d.reason
     d = decide(policy, Observation(4, 4, 0.2), d.history, now=61.0, observing_since=0.0)
     assert d.desired == 1
 

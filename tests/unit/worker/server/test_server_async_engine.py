@@ -152,3 +152,24 @@ async def test_drain_timeout_cuts_off_the_rest(fake_engine):
         assert not fake_engine.requests
     finally:
         await ae.stop()
+
+
+async def test_engine_crash_fails_streams_and_reports(fake_engine):
+    died = []
+
+    def boom():
+        raise RuntimeError("device lost")
+
+    ae = AsyncEngine(fake_engine, max_waiting=8, on_fatal=died.append)
+    ae.start()
+    try:
+        stream = await ae.submit("r", [1], SamplingParams(max_tokens=10))
+        fake_engine.step = boom
+        with pytest.raises(RuntimeError, match="device lost"):
+            async for _ in stream:
+                pass
+        assert len(died) == 1 and ae.fatal_error is not None
+        with pytest.raises(Rejected):
+            await ae.submit("s", [1], SamplingParams())
+    finally:
+        await ae.stop()

@@ -1,0 +1,169 @@
+"""HTTP serving benchmark: Poisson arrivals of streaming completions against a running worker.
+
+Reports TTFT, TPOT and ITL (p50/p99), request and output-token throughput. Prompts are token ids
+(random, seeded), EOS ignored, so any model gives comparable lengths.
+
+    # against a worker already running (GPU machine, kind cluster, ...)
+    python bench/serving.py --url http://127.0.0.1:8000 --num-requests 200 --rate 8 --prompt-len 512 --max-tokens 128
+    # start one in-process first (CPU smoke run with the test model)
+    python bench/serving.py --start "$(python hack/prepare_models.py | grep smollm2)" --dtype float32 --device cpu \
+        --num-requests 16 --rate inf --prompt-len 32 --max-tokens 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+
+@dataclass
+class Result:
+    ok: bool
+    prompt_len: int
+    output_tokens: int = 0
+    ttft: float | None = None
+    latency: float = 0.0
+    itls: list[float] = field(default_factory=list)  # gaps between streamed chunks after the first
+    error: str | None = None
+
+    @property
+    def tpot(self) -> float | None:
+        if self.ttft is None or self.output_tokens < 2:
+            return None
+        return (self.latency - self.ttft) / (self.output_tokens - 1)
+
+
+async def one_request(client: httpx.AsyncClient, prompt: list[int], max_tokens: int, model: str | None) -> Result:
+    body = {"prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True, "stream": True, "temperature": 0,
+            "stream_options": {"include_usage": True}}
+    if model:
+        body["model"] = model
+    res = Result(ok=False, prompt_len=len(prompt))
+    start = last = time.perf_counter()
+    try:
+        async with client.stream("POST", "/v1/completions", json=body) as r:
+            if r.status_code != 200:
+                res.error = f"HTTP {r.status_code}: {(await r.aread())[:200]!r}"
+                return res
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line[6:])
+                if "error" in event:
+                    res.error = event["error"]["message"]
+                    return res
+                now = time.perf_counter()
+                if event.get("usage"):
+                    res.output_tokens = event["usage"]["completion_tokens"]
+                if event["choices"] and event["choices"][0]["text"]:
+                    if res.ttft is None:
+                        res.ttft = now - start
+                    else:
+                        res.itls.append(now - last)
+                    last = now
+        res.latency = time.perf_counter() - start
+        res.ok = True
+    except httpx.HTTPError as exc:
+        res.error = repr(exc)
+    return res
+
+
+async def run(url: str, prompts: list[list[int]], max_tokens: int, rate: float, model: str | None,
+              seed: int) -> tuple[list[Result], float]:
+    rng = random.Random(seed)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600), limits=limits) as client:
+        tasks = []
+        started = time.perf_counter()
+        for prompt in prompts:
+            tasks.append(asyncio.create_task(one_request(client, prompt, max_tokens, model)))
+            if rate != float("inf"):
+                await asyncio.sleep(rng.expovariate(rate))  # Poisson process: exponential gaps
+        results = await asyncio.gather(*tasks)
+        return results, time.perf_counter() - started
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+def summarize(results: list[Result], elapsed: float) -> dict:
+    ok = [r for r in results if r.ok]
+    ttft = [r.ttft for r in ok if r.ttft is not None]
+    tpot = [r.tpot for r in ok if r.tpot is not None]
+    itl = [x for r in ok for x in r.itls]
+    out_tokens = sum(r.output_tokens for r in ok)
+    summary = {"requests": len(results), "succeeded": len(ok), "elapsed_s": elapsed,
+               "request_throughput_rps": len(ok) / elapsed, "output_throughput_tok_s": out_tokens / elapsed,
+               "mean_ttft_s": statistics.fmean(ttft) if ttft else None}
+    for name, values in (("ttft", ttft), ("tpot", tpot), ("itl", itl)):
+        summary[f"p50_{name}_s"], summary[f"p99_{name}_s"] = pct(values, 50), pct(values, 99)
+    errors = [r.error for r in results if not r.ok]
+    if errors:
+        summary["first_errors"] = errors[:3]
+    return summary
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", default="http://127.0.0.1:8000")
+    p.add_argument("--start", metavar="MODEL_DIR", help="start an in-process worker on a free port first")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-num-seqs", type=int, default=256)
+    p.add_argument("--model", help="model name to send (default: whatever the worker serves)")
+    p.add_argument("--num-requests", type=int, default=100)
+    p.add_argument("--rate", type=float, default=float("inf"), help="requests per second (Poisson); inf = all at once")
+    p.add_argument("--prompt-len", type=int, default=256)
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--vocab", type=int, default=10000, help="prompt token ids are drawn below this")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = p.parse_args()
+
+    rng = random.Random(args.seed)
+    prompts = [[rng.randrange(args.vocab) for _ in range(args.prompt_len)] for _ in range(args.num_requests)]
+    server = None
+    url = args.url
+    if args.start:
+        from fms_worker.config import WorkerConfig
+        from fms_worker.server.app import create_app
+        from fms_worker.server.runner import BackgroundServer
+
+        cfg = WorkerConfig.model_validate({
+            "model": {"path": args.start}, "precision": {"dtype": args.dtype}, "runtime": {"device": args.device},
+            "batching": {"max_num_seqs": args.max_num_seqs, "max_waiting": max(args.num_requests, 1)}})
+        server = BackgroundServer(create_app(cfg)).start(ready_timeout=600)
+        url = server.url
+    try:
+        results, elapsed = asyncio.run(run(url, prompts, args.max_tokens, args.rate, args.model, args.seed))
+    finally:
+        if server is not None:
+            server.stop()
+    summary = summarize(results, elapsed)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"requests {summary['succeeded']}/{summary['requests']} in {elapsed:.2f}s  "
+          f"rate={args.rate} prompt_len={args.prompt_len} max_tokens={args.max_tokens}")
+    print(f"throughput: {summary['request_throughput_rps']:.2f} req/s, {summary['output_throughput_tok_s']:.1f} tok/s")
+    for name in ("ttft", "tpot", "itl"):
+        p50, p99 = summary[f"p50_{name}_s"], summary[f"p99_{name}_s"]
+        fmt = (lambda v: "n/a" if v is None else f"{v * 1000:.1f} ms")
+        print(f"{name.upper():5s} p50 {fmt(p50):>10s}   p99 {fmt(p99):>10s}")
+    for err in summary.get("first_errors", []):
+        print("error:", err)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Tensor and pipeline parallelism inside one pod: rank 0 drives, the other ranks only execute.
+
+Rank 0 is the serving process. It runs the scheduler, and before each
+model-runner call that touches the model (profiling, KV cache allocation, a
+step) broadcasts the call and its arguments (a pickled SchedulerOutput for a
+step) over a gloo group; every follower makes the same call on its own slice
+of the model, so the collectives inside the layers line up. Under pipeline
+parallelism the last stage's sampled tokens are broadcast back to rank 0.
+
+`python -m fms_worker.engine.distributed` is a follower; `make_runner` spawns
+them when parallel.tensor x parallel.pipeline > 1.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import torch
+
+from fms_worker.config import WorkerConfig
+from fms_worker.loader.weights import load_hf_config
+from fms_worker.model_runner import ModelRunner
+from fms_worker.models.registry import resolve_model_class
+from fms_worker.parallel import launch
+from fms_worker.parallel.launch import Groups, RankInfo
+from fms_worker.parallel.pipeline import build_parallel_model
+from fms_worker.parallel.state import check_pipeline_parallel, check_tensor_parallel
+from fms_worker.topology import GPUTopology, interconnect_problem, order_ranks, read_topology
+
+log = logging.getLogger(__name__)
+
+STOP = "stop"
+
+
+def _finish(method: str, result, groups: Groups):
+    """The collective that follows a call, the same on every rank."""
+    if method == "profile_free_bytes":  # every rank must fit the same number of KV blocks
+        return launch.all_reduce_min(result, groups)
+    if method == "execute" and groups.info.pp > 1:
+        return launch.broadcast_object(result, groups, src=groups.info.last_stage_driver)
+    return result
+
+
+class ParallelRunner:
+    """ModelRunner's interface on rank 0; each model-touching call is replayed on every rank."""
+
+    def __init__(self, local: ModelRunner, groups: Groups, followers: list[subprocess.Popen]):
+        self.local, self.groups, self.followers = local, groups, followers
+        self.vocab_size = local.vocab_size
+        self._closed = False
+
+    def _call(self, method: str, *args):
+        launch.broadcast_object((method, args), self.groups)
+        return _finish(method, getattr(self.local, method)(*args), self.groups)
+
+    def kv_bytes_per_block(self) -> int:
+        return self.local.kv_bytes_per_block()
+
+    def profile_free_bytes(self, max_num_batched_tokens: int, gpu_memory_utilization: float) -> int:
+        return self._call("profile_free_bytes", max_num_batched_tokens, gpu_memory_utilization)
+
+    def allocate_kv_cache(self, num_blocks: int) -> None:
+        self._call("allocate_kv_cache", num_blocks)
+
+    def execute(self, sched):
+        return self._call("execute", sched)
+
+    @property
+    def num_blocks(self) -> int:
+        return self.local.num_blocks
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            launch.broadcast_object((STOP, ()), self.groups)
+        except RuntimeError as exc:  # a follower already gone
+            log.warning("could not stop followers cleanly: %s", exc)
+        launch.shutdown_groups()
+        launch.stop_followers(self.followers)
+
+
+def _dtype(config: WorkerConfig) -> torch.dtype:
+    return getattr(torch, config.precision.dtype)
+
+
+def _rank_device(device: torch.device, gpus: list[int], rank: int) -> torch.device:
+    return torch.device("cuda", gpus[rank]) if device.type == "cuda" else torch.device("cpu")
+
+
+def _stage_neighbours(info: RankInfo) -> tuple[int | None, int | None]:
+    prev = info.stage_rank(info.pp_rank - 1) if info.pp_rank > 0 else None
+    nxt = info.stage_rank(info.pp_rank + 1) if info.pp_rank < info.pp - 1 else None
+    return prev, nxt
+
+
+def _local_runner(config: WorkerConfig, hf_config, groups: Groups) -> ModelRunner:
+    model = build_parallel_model(config.model.path, hf_config, groups.device, _dtype(config),
+                                 _stage_neighbours(groups.info))
+    return ModelRunner(config.model.path, hf_config, groups.device, _dtype(config), config.caching.block_size,
+                       model=model)
+
+
+def plan_gpus(config: WorkerConfig, device: torch.device,
+              topo: GPUTopology | None) -> list[int]:
+    """GPU index per rank, NVLink neighbours first; raises when nvlink-required cannot be met."""
+    p = config.parallel
+    if device.type != "cuda":
+        if p.interconnect == "nvlink-required" and p.tensor > 1:
+            raise RuntimeError("parallel.interconnect is nvlink-required but the worker runs on CPU; "
+                               "run it on GPUs or set interconnect to any")
+        return []
+    if topo is None:  # NVML unreadable: plain order, nothing to check against
+        if p.interconnect == "nvlink-required" and p.tensor > 1:
+            raise RuntimeError("parallel.interconnect is nvlink-required but NVML cannot read the GPU links; "
+                               "check the NVIDIA driver in the container or set interconnect to nvlink-preferred")
+        return list(range(p.world_size))
+    gpus = order_ranks(topo, p.world_size, p.tensor)
+    problem = interconnect_problem(topo, gpus, p.tensor, p.interconnect)
+    if problem:
+        raise RuntimeError(problem)
+    return gpus
+
+
+def make_runner(config: WorkerConfig, hf_config, device: torch.device, dtype: torch.dtype):
+    """(runner, topology): a plain ModelRunner for one GPU, else a ParallelRunner over spawned ranks."""
+    p = config.parallel
+    topo = read_topology() if device.type == "cuda" else None
+    if topo is not None:
+        log.info("GPU topology: %s", topo.summary())
+    if p.world_size == 1:
+        plan_gpus(config, device, topo)
+        return ModelRunner(config.model.path, hf_config, device, dtype, config.caching.block_size), topo
+    args = resolve_model_class(hf_config).args_type.from_hf(hf_config)
+    check_tensor_parallel(p.tensor, args.num_heads, args.num_kv_heads)  # before any process starts
+    check_pipeline_parallel(p.pipeline, args.num_layers)
+    gpus = plan_gpus(config, device, topo)
+    port = launch.free_port()
+    followers = launch.spawn_followers(config.model_dump_json(), p.world_size, port, gpus)
+    try:
+        info = RankInfo(0, p.world_size, p.tensor, p.pipeline)
+        groups = launch.init_groups(info, port, _rank_device(device, gpus, 0))
+        runner = ParallelRunner(_local_runner(config, hf_config, groups), groups, followers)
+    except BaseException:
+        launch.shutdown_groups()
+        launch.stop_followers(followers)
+        raise
+    atexit.register(runner.close)
+    return runner, topo
+
+
+def serve_commands(runner: ModelRunner, groups: Groups) -> None:
+    """A follower's life: replay rank 0's calls until it says stop."""
+    while True:
+        method, args = launch.broadcast_object(None, groups)
+        if method == STOP:
+            return
+        _finish(method, getattr(runner, method)(*args), groups)
+
+
+def follower_main() -> int:
+    launch.die_with_parent()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s rank%(process)d %(name)s: %(message)s")
+    config = WorkerConfig.model_validate_json(os.environ[launch.ENV_CONFIG])
+    p = config.parallel
+    info = RankInfo(int(os.environ[launch.ENV_RANK]), int(os.environ[launch.ENV_WORLD]), p.tensor, p.pipeline)
+    gpus = json.loads(os.environ[launch.ENV_GPUS])
+    device = torch.device("cuda") if gpus else torch.device("cpu")
+    torch.manual_seed(config.runtime.seed)
+    groups = launch.init_groups(info, int(os.environ[launch.ENV_PORT]), _rank_device(device, gpus, info.rank),
+                                os.environ[launch.ENV_ADDR])
+    try:
+        runner = _local_runner(config, load_hf_config(config.model.path), groups)
+        serve_commands(runner, groups)
+    finally:
+        launch.shutdown_groups()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(follower_main())

@@ -1,0 +1,143 @@
+"""Process groups of one worker pod: rank 0 is the serving process, ranks 1..N-1 are spawned by it.
+
+Layout: rank = stage * tp + tp_rank, so each tensor-parallel group is tp
+consecutive ranks (on NVLink neighbours, see topology.order_ranks) and stage s
+sends its hidden state to the same tp_rank of stage s + 1. The default group
+carries the model's collectives (NCCL on GPU, gloo on CPU); a second gloo group
+carries the pickled per-step commands, which never belong on the GPU link.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from fms_worker.parallel.state import ParallelState, set_parallel_state
+
+log = logging.getLogger(__name__)
+
+# Followers wait for the next step as long as the server is idle; the command
+# group must not time out then. Model collectives keep torch's default.
+IDLE_TIMEOUT = timedelta(days=30)
+ENV_RANK, ENV_WORLD, ENV_ADDR, ENV_PORT = "FMS_RANK", "FMS_WORLD_SIZE", "FMS_MASTER_ADDR", "FMS_MASTER_PORT"
+ENV_CONFIG, ENV_GPUS = "FMS_WORKER_CONFIG", "FMS_RANK_GPUS"
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    rank: int
+    world_size: int
+    tp: int
+    pp: int
+
+    @property
+    def tp_rank(self) -> int:
+        return self.rank % self.tp
+
+    @property
+    def pp_rank(self) -> int:
+        return self.rank // self.tp
+
+    def stage_rank(self, pp_rank: int) -> int:
+        """The rank holding this tp_rank's slice in stage pp_rank."""
+        return pp_rank * self.tp + self.tp_rank
+
+    @property
+    def last_stage_driver(self) -> int:
+        """Rank 0 of the last stage: it answers each step's sampled tokens under pipeline parallelism."""
+        return (self.pp - 1) * self.tp
+
+
+@dataclass
+class Groups:
+    info: RankInfo
+    device: torch.device
+    commands: object  # gloo ProcessGroup for pickled commands
+    tp_group: object  # this rank's tensor-parallel group
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def spawn_followers(config_json: str, world_size: int, port: int, gpus: list[int]) -> list[subprocess.Popen]:
+    """Start ranks 1..world_size-1 as `python -m fms_worker.engine.distributed`; they join rank 0's rendezvous."""
+    procs = []
+    for rank in range(1, world_size):
+        env = dict(os.environ, **{ENV_RANK: str(rank), ENV_WORLD: str(world_size), ENV_ADDR: "127.0.0.1",
+                                  ENV_PORT: str(port), ENV_CONFIG: config_json, ENV_GPUS: json.dumps(gpus)})
+        procs.append(subprocess.Popen([sys.executable, "-m", "fms_worker.engine.distributed"], env=env))
+    return procs
+
+
+def stop_followers(procs: list[subprocess.Popen], timeout: float = 10.0) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def die_with_parent() -> None:
+    """Linux: a follower gets SIGTERM when rank 0 dies, however it dies (no orphans holding GPUs)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def init_groups(info: RankInfo, port: int, device: torch.device, addr: str = "127.0.0.1") -> Groups:
+    """Join the rendezvous, make the tensor-parallel groups and publish this rank's ParallelState."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method=f"tcp://{addr}:{port}", rank=info.rank, world_size=info.world_size,
+                            device_id=device if device.type == "cuda" else None)
+    commands = dist.new_group(backend="gloo", timeout=IDLE_TIMEOUT)
+    tp_group = None
+    for stage in range(info.pp):  # every rank must create every group, in the same order
+        ranks = list(range(stage * info.tp, (stage + 1) * info.tp))
+        group = dist.new_group(ranks, backend=backend) if info.pp > 1 else dist.group.WORLD
+        if stage == info.pp_rank:
+            tp_group = group
+    set_parallel_state(ParallelState(tp_rank=info.tp_rank, tp_size=info.tp, group=tp_group,
+                                     pp_rank=info.pp_rank, pp_size=info.pp))
+    log.info("rank %d/%d (tp %d/%d, stage %d/%d) on %s over %s", info.rank, info.world_size, info.tp_rank, info.tp,
+             info.pp_rank, info.pp, device, backend)
+    return Groups(info, device, commands, tp_group)
+
+
+def shutdown_groups() -> None:
+    set_parallel_state(ParallelState())
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast_object(obj, groups: Groups, src: int = 0):
+    box = [obj]
+    dist.broadcast_object_list(box, src=src, group=groups.commands)
+    return box[0]
+
+
+def all_reduce_min(value: int, groups: Groups) -> int:
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN, group=groups.commands)
+    return int(t.item())

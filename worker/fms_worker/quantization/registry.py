@@ -1,0 +1,33 @@
+"""precision config -> the LinearMethod every linear layer of the model uses."""
+
+from __future__ import annotations
+
+import torch
+
+from fms_worker.config import PrecisionConfig
+from fms_worker.layers.quant_method import LinearMethod, UnquantizedLinearMethod
+from fms_worker.quantization.fp8 import Fp8LinearMethod, require_fp8
+from fms_worker.quantization.int4 import Int4LinearMethod
+from fms_worker.quantization.int8 import Int8LinearMethod
+from fms_worker.quantization.sparse24 import Sparse24LinearMethod
+
+
+def get_linear_method(precision: PrecisionConfig, device: torch.device | None = None) -> LinearMethod:
+    """`device` given: fail now, before any weight is read, if the device cannot run the scheme."""
+    if precision.sparsity == "2:4":  # the config refuses 2:4 together with a quantization
+        return Sparse24LinearMethod()
+    if precision.quantization == "none":
+        return UnquantizedLinearMethod()
+    if precision.quantization == "int8":
+        return Int8LinearMethod()
+    if precision.quantization == "int4":
+        if device is not None and device.type == "cuda" and precision.dtype != "bfloat16":
+            raise ValueError("int4 on CUDA runs tinygemm kernels that need bfloat16 activations; set precision.dtype bfloat16")
+        return Int4LinearMethod(precision.int4_group_size)
+    if precision.quantization == "fp8":
+        if device is not None:
+            require_fp8(device)
+        if precision.dtype != "bfloat16":
+            raise ValueError("fp8 quantization computes in bfloat16; set precision.dtype bfloat16")
+        return Fp8LinearMethod()
+    raise ValueError(f"precision.quantization {precision.quantization!r} is not one of none, int8, int4, fp8")

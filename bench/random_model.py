@@ -26,6 +26,9 @@ SHAPES = {
                          num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, rope_theta=500000.0),
     "llama-3.1-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
                           num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, rope_theta=500000.0),
+    # Small enough for correctness tests; its lm_head is scaled up (see `write`) so greedy choices are clear-cut.
+    "llama-tiny": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=8,
+                       num_key_value_heads=2, vocab_size=49152, tie_word_embeddings=False, rope_theta=10000.0),
     "bert-base": None,  # encoders: see bench/encoder_gpu.py
 }
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -60,13 +63,15 @@ def tensors_of_layer(cfg: dict, i: int, gen: torch.Generator) -> dict[str, torch
 
 def _rand(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
     # Scaled so activations stay finite through many layers (values do not affect speed).
-    return (torch.randn(shape, generator=gen) * (shape[-1] ** -0.5)).to(torch.bfloat16)
+    x = torch.randn(shape, generator=gen, device=gen.device) * (shape[-1] ** -0.5)
+    return x.to(torch.bfloat16).cpu()
 
 
 def write(shape: str, out: Path, tokenizer: Path | None, layers_per_shard: int = 4, seed: int = 0) -> Path:
     cfg = config_for(shape)
     out.mkdir(parents=True, exist_ok=True)
-    gen = torch.Generator().manual_seed(seed)
+    # Drawing 8B random numbers on the CPU takes minutes; on a GPU, seconds.
+    gen = torch.Generator(device="cuda" if torch.cuda.is_available() else "cpu").manual_seed(seed)
     weight_map: dict[str, str] = {}
     n = cfg["num_hidden_layers"]
     shards = [list(range(i, min(i + layers_per_shard, n))) for i in range(0, n, layers_per_shard)]
@@ -82,7 +87,9 @@ def write(shape: str, out: Path, tokenizer: Path | None, layers_per_shard: int =
     tensors = {"model.embed_tokens.weight": _rand((cfg["vocab_size"], cfg["hidden_size"]), gen),
                "model.norm.weight": torch.ones(cfg["hidden_size"], dtype=torch.bfloat16)}
     if not cfg["tie_word_embeddings"]:
-        tensors["lm_head.weight"] = _rand((cfg["vocab_size"], cfg["hidden_size"]), gen)
+        head = _rand((cfg["vocab_size"], cfg["hidden_size"]), gen)
+        # Random weights give nearly flat logits, where rounding decides argmax; tests want clear winners.
+        tensors["lm_head.weight"] = head * 16 if shape == "llama-tiny" else head
     save_file(tensors, str(out / name), metadata={"format": "pt"})
     weight_map.update({k: name for k in tensors})
     (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))

@@ -35,7 +35,7 @@ class Kube:
         self.api = api
 
     @classmethod
-    def connect(cls, pool_size: int = 32) -> "Kube":
+    def connect(cls, pool_size: int = 16) -> "Kube":
         """In-cluster service account, else KUBECONFIG / ~/.kube/config."""
         config = kubernetes.client.Configuration()
         try:

@@ -58,15 +58,17 @@ def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
 
 
 def _container_problem(st: Mapping[str, Any]) -> tuple[str, str] | None:
-    for cs in st.get("containerStatuses") or []:
-        state, last = cs.get("state") or {}, cs.get("lastState") or {}
-        terminated = state.get("terminated") or last.get("terminated")
-        waiting = state.get("waiting") or {}
-        if terminated and terminated.get("exitCode", 0) != 0:
-            text = (terminated.get("message") or terminated.get("reason") or "").strip()
-            return "WorkerExited", f"container {cs.get('name')} exited with code {terminated.get('exitCode')}: {text}"
-        if waiting.get("reason") in _BAD_WAITING:
-            return waiting["reason"], f"container {cs.get('name')}: {waiting.get('message') or waiting['reason']}"
+    """The first failing container: init containers (the model fetch) first, then the worker."""
+    for field_name, exited in (("initContainerStatuses", "InitContainerFailed"), ("containerStatuses", "WorkerExited")):
+        for cs in st.get(field_name) or []:
+            state, last = cs.get("state") or {}, cs.get("lastState") or {}
+            terminated = state.get("terminated") or last.get("terminated")
+            waiting = state.get("waiting") or {}
+            if terminated and terminated.get("exitCode", 0) != 0:
+                text = (terminated.get("message") or terminated.get("reason") or "").strip()
+                return exited, f"container {cs.get('name')} exited with code {terminated.get('exitCode')}: {text}"
+            if waiting.get("reason") in _BAD_WAITING:
+                return waiting["reason"], f"container {cs.get('name')}: {waiting.get('message') or waiting['reason']}"
     return None
 
 

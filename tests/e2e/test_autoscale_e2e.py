@@ -29,7 +29,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 INTERVAL_S = 5
 DOWN_WINDOW_S = 20
-CLIENTS = 8
+# maxNumSeqs is 2, so with 20 clients a replica runs 2 and queues the rest:
+# one replica queues ~18 (saturation ~2.2), two queue ~8 each (~1.0), both
+# above the 0.7 target, so the service holds 2 replicas for as long as the
+# load lasts and only the end of the load can scale it down.
+CLIENTS = 20
 BIN = Path(sys.executable).parent
 
 
@@ -52,7 +56,6 @@ class Fleet:
     workdir: Path
     workers: dict[str, Worker] = field(default_factory=dict)
     rr: itertools.count = field(default_factory=itertools.count)
-    deletion_costs: dict[str, str] = field(default_factory=dict)
 
     def pods(self) -> list[dict]:
         out = self.kubectl("-n", self.namespace, "get", "pods", "-l", f"serving.fms.dev/name={self.name}", "-o", "json")
@@ -69,9 +72,6 @@ class Fleet:
         alive = {p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")}
         for p in pods:
             name, ip = p["metadata"]["name"], (p.get("status") or {}).get("podIP")
-            cost = (p["metadata"].get("annotations") or {}).get("controller.kubernetes.io/pod-deletion-cost")
-            if cost is not None:
-                self.deletion_costs[name] = cost
             if name in alive and name not in self.workers and ip and p["status"].get("phase") == "Running":
                 self.workers[name] = self.start(name, ip)
         for name, w in self.workers.items():
@@ -192,8 +192,9 @@ async def test_autoscale_up_under_load_and_down_after(cluster, namespace, operat
             t_up = await until("scale-up to 2", lambda: replicas() == 2, 120)
             await until("second worker serving", lambda: sum(w.served > 0 for w in fleet.routable()) == 2, 300)
             stop.set()
-            t_stop = time.monotonic()
+            t_stop = time.monotonic()  # no new requests from here on
             served = await load
+            t_idle = time.monotonic()  # the last requests are done
 
             t_down = await until("scale-down to 1", lambda: replicas() == 1, DOWN_WINDOW_S + 6 * INTERVAL_S)
             await until("removed worker drained and exited",
@@ -201,17 +202,18 @@ async def test_autoscale_up_under_load_and_down_after(cluster, namespace, operat
         finally:
             fleet.stop()
 
-    print(f"scale-up {t_up - t_load:.1f} s after load start; scale-down {t_down - t_stop:.1f} s after load stop; "
+    print(f"scale-up {t_up - t_load:.1f} s after load start; scale-down {t_down - t_stop:.1f} s after load stop "
+          f"({t_down - t_idle:.1f} s after the last request); "
           f"{served} requests served")
     assert failures == [], failures
     assert served > 0
     assert t_up - t_load <= 2 * INTERVAL_S + 3, "scale-up took longer than two evaluation periods"
-    # Not before the down window has seen only low recommendations, and not much after it.
-    assert DOWN_WINDOW_S - INTERVAL_S <= t_down - t_stop <= DOWN_WINDOW_S + 3 * INTERVAL_S
+    # The round before the stop saw the load, so its recommendation holds 2
+    # replicas for a full down window; once idle, the window plus a round or two.
+    assert t_down - t_stop >= DOWN_WINDOW_S - INTERVAL_S
+    assert t_down - t_idle <= DOWN_WINDOW_S + 3 * INTERVAL_S
     drained = [(pod, w) for pod, w in fleet.workers.items() if w.draining]
     assert len(drained) == 1 and drained[0][1].proc.returncode == 0, [w.proc.returncode for _, w in drained]
-    # The pod the operator marked for removal is the one the ReplicaSet removed.
-    assert fleet.deletion_costs == {drained[0][0]: "-1000"}, fleet.deletion_costs
 
     status = json.loads(cluster.kubectl("-n", namespace, "get", "fms", name, "-o", "json").stdout)["status"]
     assert status["lastScale"]["desired"] == 1 and status["lastScale"]["target"] == 0.7
@@ -219,4 +221,6 @@ async def test_autoscale_up_under_load_and_down_after(cluster, namespace, operat
     messages = [e["message"] for e in json.loads(events.stdout)["items"]]
     print("\n".join(messages))
     assert any("1 -> 2 replicas on saturation" in m for m in messages), messages
-    assert any("2 -> 1 replicas on saturation" in m for m in messages), messages
+    # The pod the operator marked (deletion cost) is the one the ReplicaSet removed.
+    removed = f"Least loaded, removed first: {drained[0][0]}."
+    assert any("2 -> 1 replicas on saturation" in m and removed in m for m in messages), messages

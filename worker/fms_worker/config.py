@@ -33,7 +33,7 @@ class PrecisionConfig(_Section):
     quantization: Literal["none", "int8", "int4", "fp8"] = "none"
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     sparsity: Literal["none", "2:4"] = "none"
-    int4_group_size: Literal[64, 128] = Field(default=128, description="Input columns sharing one int4 scale and zero.")
+    int4_group_size: Literal[32, 64, 128] = Field(default=128, description="Input columns sharing one int4 scale and zero.")
 
     @model_validator(mode="after")
     def _check(self) -> "PrecisionConfig":

@@ -73,7 +73,8 @@ class Evaluation:
         d = self.decision
         signals = ", ".join(f"{k}={v}" for k, v in self.signals.as_inputs().items() if v is not None)
         head = f"{d.inputs['current']} -> {d.desired} replicas on {self.metric}"
-        return f"{head}: {d.reason}. Inputs: {signals or 'none'}"[:1024]
+        removing = f" Least loaded, removed first: {', '.join(self.deletion_costs)}." if self.deletion_costs else ""
+        return f"{head}: {d.reason}. Inputs: {signals or 'none'}.{removing}"[:1024]
 
 
 @dataclass

@@ -134,6 +134,7 @@ def test_models_health_ready_metrics(client):
     ("/v1/completions", {"prompt": "hi", "model": "gpt-4"}, 400, "not served here"),
     ("/v1/completions", {"prompt": "hi", "temperature": "warm"}, 400, "temperature"),
     ("/v1/completions", {"prompt": [99999999]}, 400, "vocabulary"),
+    ("/v1/completions", {"prompt": "hi", "n": 9}, 400, "max_num_seqs=8"),
     ("/v1/chat/completions", {"messages": []}, 400, "messages"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "top_logprobs": 3}, 400, "logprobs"),
     ("/v1/embeddings", {"input": "x"}, 404, "Not Found"),

@@ -12,7 +12,7 @@ import pytest
 from fms_worker.config import WorkerConfig
 from fms_worker.engine.llm_engine import LLMEngine
 from fms_worker.engine.types import SamplingParams
-from tp_models import write_tiny_llama
+from tiny_models import write_tiny_llama
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -55,8 +55,8 @@ def smol_reference(smollm2_dir, smol_prompts):
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, smollm2_dir):
-    return write_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama", smollm2_dir)
+def tiny_dir(tmp_path_factory):
+    return write_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")
 
 
 TINY_PROMPTS = [[5, 17, 99, 3], list(range(20, 90)), [250, 256, 1], [7] * 9]

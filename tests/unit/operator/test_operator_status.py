@@ -54,6 +54,9 @@ def test_views_read_real_bodies():
         {"name": "worker", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
          "lastState": {"terminated": {"exitCode": 2, "message": "CUDA out of memory: model needs 140 GiB"}}}]}})
     assert crashed.problem[0] == "WorkerExited" and "140 GiB" in crashed.problem[1]
+    fetch = pod_view({"metadata": {"name": "w-3"}, "spec": {"nodeName": "n"}, "status": {"phase": "Pending", "initContainerStatuses": [
+        {"name": "fetch-model", "state": {"terminated": {"exitCode": 1, "message": "hf://o/m: repository not found"}}}]}})
+    assert fetch.problem == ("InitContainerFailed", "container fetch-model exited with code 1: hf://o/m: repository not found")
     d = deployment_view({"metadata": {"generation": 3}, "spec": {"replicas": 2},
                          "status": {"observedGeneration": 3, "replicas": 2, "readyReplicas": 1, "updatedReplicas": 2}})
     assert (d.generation, d.ready_replicas, d.spec_replicas) == (3, 1, 2)

@@ -281,6 +281,10 @@ class AsyncEngine:
                 try:
                     self.engine.add_request(add.request_id, add.prompt_ids, add.params, arrival=add.arrival)
                 except Exception as exc:  # the engine's refusal goes back to the caller (400)
+                    # A refusal raised after the engine registered the id would leave it "unfinished"
+                    # forever (and this loop spinning); aborting an unknown id is a no-op. Ids are
+                    # unique per bridge (checked in _admit), so this cannot hit another request.
+                    self.engine.abort_request(add.request_id)
                     add.accepted.set_exception(exc)
                 else:
                     add.accepted.set_result(None)

@@ -70,6 +70,13 @@ class ParallelRunner:
     def execute(self, sched):
         return self._call("execute", sched)
 
+    def capture_graphs(self, max_batch: int, max_model_len: int) -> float:
+        if self.groups.info.pp > 1:
+            # A captured decode would have to hold the stage-to-stage send/recv too; stages stay eager.
+            log.info("pipeline parallel: decode CUDA graphs are off")
+            return 0.0
+        return self._call("capture_graphs", max_batch, max_model_len)
+
     @property
     def num_blocks(self) -> int:
         return self.local.num_blocks
@@ -104,7 +111,7 @@ def _local_runner(config: WorkerConfig, hf_config, groups: Groups) -> ModelRunne
     model = build_parallel_model(config.model.path, hf_config, groups.device, _dtype(config),
                                  _stage_neighbours(groups.info))
     return ModelRunner(config.model.path, hf_config, groups.device, _dtype(config), config.caching.block_size,
-                       model=model)
+                       enforce_eager=config.runtime.enforce_eager, model=model)
 
 
 def plan_gpus(config: WorkerConfig, device: torch.device,
@@ -136,7 +143,9 @@ def make_runner(config: WorkerConfig, hf_config, device: torch.device, dtype: to
         log.info("GPU topology: %s", topo.summary())
     if p.world_size == 1:
         plan_gpus(config, device, topo)
-        return ModelRunner(config.model.path, hf_config, device, dtype, config.caching.block_size), topo
+        runner = ModelRunner(config.model.path, hf_config, device, dtype, config.caching.block_size,
+                             enforce_eager=config.runtime.enforce_eager)
+        return runner, topo
     args = resolve_model_class(hf_config).args_type.from_hf(hf_config)
     check_tensor_parallel(p.tensor, args.num_heads, args.num_kv_heads)  # before any process starts
     check_pipeline_parallel(p.pipeline, args.num_layers)

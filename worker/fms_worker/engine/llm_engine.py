@@ -59,12 +59,15 @@ class LLMEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.eos_token_ids = _eos_ids(path, self.tokenizer, hf_config)
         block_size = config.caching.block_size
-        self.runner = ModelRunner(path, hf_config, self.device, self.dtype, block_size)
+        self.runner = ModelRunner(path, hf_config, self.device, self.dtype, block_size,
+                                  enforce_eager=config.runtime.enforce_eager)
         num_blocks = self._num_kv_blocks()
         self.runner.allocate_kv_cache(num_blocks)
         model_len = min(config.model.max_model_len or hf_config.max_position_embeddings, hf_config.max_position_embeddings)
         # One sequence alone must always fit, or preemption could not make progress.
         self.max_model_len = min(model_len, num_blocks * block_size)
+        if self.device.type == "cuda" and not config.runtime.enforce_eager:
+            self.runner.capture_graphs(min(config.batching.max_num_seqs, num_blocks), self.max_model_len)
         kv = KVCacheManager(num_blocks, block_size, config.caching.prefix_caching)
         b = config.batching
         sched_cfg = SchedulerConfig(b.max_num_seqs, b.max_num_batched_tokens, self.max_model_len, b.chunked_prefill)

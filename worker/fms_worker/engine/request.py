@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fms_worker.engine.detokenizer import IncrementalDetokenizer
 from fms_worker.engine.types import CompletionOutput, RequestOutput, RequestTimes, SamplingParams
@@ -40,12 +40,24 @@ class RequestState:
             c.new_token_ids, c.new_text = [], ""
 
     def snapshot(self) -> RequestOutput:
-        """A copy the caller may keep: later steps mutate the live completions."""
+        """The caller's copy of this step's state.
+
+        Deltas are fresh lists every step, so they are the caller's to keep. The cumulative
+        `token_ids`/`logprobs` of an unfinished completion are the live lists (copying them every
+        step cost O(tokens so far) per sequence, which dominated the host's time per step at large
+        batch); they are copied once the completion finishes.
+        """
         return RequestOutput(
             request_id=self.request_id,
             prompt_token_ids=self.prompt_token_ids,
-            outputs=[copy.deepcopy(c) for c in self.completions],
+            outputs=[self._output(c) for c in self.completions],
             finished=self.finished,
             times=copy.copy(self.times),
             num_cached_prompt_tokens=self.num_cached_prompt_tokens,
         )
+
+    @staticmethod
+    def _output(c: CompletionOutput) -> CompletionOutput:
+        if not c.finished:
+            return replace(c)
+        return replace(c, token_ids=list(c.token_ids), logprobs=copy.deepcopy(c.logprobs))

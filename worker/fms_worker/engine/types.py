@@ -37,7 +37,7 @@ class SamplingParams:
 @dataclass
 class CompletionOutput:
     index: int
-    token_ids: list[int]  # all generated so far
+    token_ids: list[int]  # all generated so far (a live list until finished: copy it to keep it)
     text: str  # detokenized so far (stop string, if hit, removed)
     new_token_ids: list[int] = field(default_factory=list)  # produced by the latest step
     new_text: str = ""  # text delta for streaming

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from fms_worker.layers import fused
 
 
 class SiluAndMul(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = x.chunk(2, dim=-1)  # [T, 2I] -> 2 x [T, I]
-        return F.silu(gate) * up
+        return fused.silu_and_mul(x)  # [T, 2I] -> [T, I]

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from fms_worker.layers import fused
+
 SUPPORTED_ROPE = ("default", "llama3", "linear")
 
 
@@ -30,22 +32,26 @@ def _inv_freq(head_dim: int, base: float, scaling: dict | None) -> torch.Tensor:
     return inv_freq
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+_TABLES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _tables(head_dim: int, max_position: int, base: float, scaling: dict | None):
+    """cos/sin [P, D] shared by every layer: a 128k-position table per layer would cost GBs of GPU memory."""
+    device = torch.empty(0).device  # the loader builds the model under `with torch.device(...)`
+    key = (head_dim, max_position, base, repr(sorted((scaling or {}).items())), str(device))
+    if key not in _TABLES:
+        inv_freq = _inv_freq(head_dim, base, scaling).to(device)
+        freqs = torch.outer(torch.arange(max_position, dtype=torch.float32, device=device), inv_freq)  # [P, D/2]
+        emb = torch.cat((freqs, freqs), dim=-1)  # [P, D]
+        _TABLES[key] = (emb.cos(), emb.sin())
+    return _TABLES[key]
 
 
 class RotaryEmbedding(nn.Module):
     def __init__(self, head_dim: int, max_position: int, base: float, scaling: dict | None = None):
         super().__init__()
-        inv_freq = _inv_freq(head_dim, base, scaling)
-        freqs = torch.outer(torch.arange(max_position, dtype=torch.float32), inv_freq)  # [P, D/2]
-        emb = torch.cat((freqs, freqs), dim=-1)  # [P, D]
-        self.register_buffer("cos", emb.cos(), persistent=False)
-        self.register_buffer("sin", emb.sin(), persistent=False)
+        self.cos, self.sin = _tables(head_dim, max_position, base, scaling)
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
         """q [T, H, D], k [T, Hkv, D], positions [T]."""
-        cos = self.cos[positions].unsqueeze(1).to(q.dtype)  # [T, 1, D]
-        sin = self.sin[positions].unsqueeze(1).to(q.dtype)
-        return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+        return fused.rope(positions, q, k, self.cos, self.sin)

@@ -54,8 +54,8 @@ def _inner_k_tiles(k: int) -> int | None:
 
 class Int4LinearMethod(StagedLinearMethod):
     def __init__(self, group_size: int = 128):
-        if group_size not in (32, 64, 128, 256):
-            raise ValueError(f"int4 group size {group_size} is not supported; use 64 or 128")
+        if group_size not in (32, 64, 128):
+            raise ValueError(f"int4 group size {group_size} is not supported; use 32, 64 or 128")
         self.group_size = group_size
 
     def convert(self, layer, weight):

@@ -20,6 +20,7 @@ class ModelLimits:
     served_name: str
     max_model_len: int
     vocab_size: int
+    max_num_seqs: int = 1 << 30
 
 
 def check_model(name: str | None, limits: ModelLimits) -> None:
@@ -60,6 +61,9 @@ def chat_prompt(req: ChatCompletionRequest, tokenizer: Any, limits: ModelLimits)
 
 def sampling_params(req: CompletionRequest | ChatCompletionRequest, prompt_len: int,
                     limits: ModelLimits) -> SamplingParams:
+    if req.n > limits.max_num_seqs:
+        raise APIError(400, f"n ({req.n}) is more than this worker runs at once (batching.max_num_seqs="
+                            f"{limits.max_num_seqs}); ask for at most {limits.max_num_seqs}", param="n")
     room = limits.max_model_len - prompt_len
     requested = req.max_completion_tokens if isinstance(req, ChatCompletionRequest) else None
     requested = requested or req.max_tokens

@@ -56,7 +56,8 @@ class ServingState:
             self.on_fatal(self.error)
             return
         self.engine = engine
-        self.limits = ModelLimits(self.config.served_name, int(engine.max_model_len), len(engine.tokenizer))
+        self.limits = ModelLimits(self.config.served_name, int(engine.max_model_len), len(engine.tokenizer),
+                                  self.config.batching.max_num_seqs)
         self.async_engine = AsyncEngine(engine, max_waiting=self.config.batching.max_waiting, observer=self.metrics,
                                         on_fatal=self._engine_died)
         self.metrics.set_stats_source(self.async_engine.stats)
@@ -83,6 +84,7 @@ class ServingState:
 
     def ready_engine(self) -> AsyncEngine:
         if self.phase == "draining":
+            self.metrics.on_request_done("rejected", None)
             raise APIError(503, "the worker is shutting down; retry on another replica", retry_after=RETRY_AFTER_S)
         if self.phase == "failed":
             raise APIError(503, self.error or "the engine failed")

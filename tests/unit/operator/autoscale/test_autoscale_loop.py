@@ -98,6 +98,7 @@ async def test_evaluate_scale_down_marks_least_loaded_pod(workers):
             fms, [pod(n, p) for n, p in ports.items()])
     assert ev.decision.desired == 1
     assert ev.deletion_costs == {"chat-b": "-1000"}
+    assert ev.event_message().endswith("Least loaded, removed first: chat-b.")
 
 
 async def test_evaluate_budget_caps(workers):

@@ -173,3 +173,23 @@ async def test_engine_crash_fails_streams_and_reports(fake_engine):
             await ae.submit("s", [1], SamplingParams())
     finally:
         await ae.stop()
+
+
+async def test_refused_add_leaves_no_unfinished_work(fake_engine):
+    """An engine that registers the id before refusing must not keep the loop spinning."""
+    real_add = fake_engine.add_request
+
+    def half_add(request_id, prompt_token_ids, params, arrival=None):
+        real_add(request_id, prompt_token_ids, params, arrival)
+        raise ValueError("refused after registering")
+
+    fake_engine.add_request = half_add
+    ae = AsyncEngine(fake_engine, max_waiting=8)
+    ae.start()
+    try:
+        with pytest.raises(ValueError, match="refused"):
+            await ae.submit("r", [1], SamplingParams(max_tokens=10_000))
+        await asyncio.sleep(0.05)
+        assert not fake_engine.has_unfinished()
+    finally:
+        await ae.stop()

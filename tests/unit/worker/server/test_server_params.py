@@ -77,3 +77,9 @@ def test_model_name_and_echo_checks():
         check_model("gpt-4", LIMITS)
     with pytest.raises(APIError, match="echo"):
         check_completion_options(CompletionRequest(prompt="x", echo=True, logprobs=1))
+
+
+def test_n_above_max_num_seqs_is_400():
+    limits = ModelLimits("smol", max_model_len=32, vocab_size=128, max_num_seqs=2)
+    with pytest.raises(APIError, match="at most 2"):
+        sampling_params(CompletionRequest(prompt="x", n=3), 1, limits)

@@ -1,18 +1,28 @@
-"""A tiny random-weight Llama directory for tensor/pipeline-parallel tests (float32, tokenizer of SmolLM2)."""
+"""Random-weight Llama directories with a word-level tokenizer: no download, any shape (tests and benches).
+
+`write_tiny_llama` makes a small float32 model for parallelism tests;
+`write_word_tokenizer` gives any model directory a tokenizer whose token i is
+the word `t<i>`, so LLMEngine can load it where no real tokenizer is at hand.
+"""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+def write_word_tokenizer(out: Path, vocab: int) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", bos_token="t1", eos_token="t2").save_pretrained(str(out))
 
 
-def write_tiny_llama(out: Path, tokenizer_dir: Path, *, heads: int = 4, kv_heads: int = 1, layers: int = 4,
+def write_tiny_llama(out: Path, *, heads: int = 4, kv_heads: int = 1, layers: int = 4,
                      vocab: int = 257, hidden: int = 64, tie: bool = False, seed: int = 0) -> Path:
     """vocab 257 is odd on purpose: the vocabulary-parallel shards then carry a padding row."""
     out.mkdir(parents=True, exist_ok=True)
@@ -39,7 +49,5 @@ def write_tiny_llama(out: Path, tokenizer_dir: Path, *, heads: int = 4, kv_heads
               p + "input_layernorm.weight": 1 + 0.1 * rand(hidden), p + "post_attention_layernorm.weight": 1 + 0.1 * rand(hidden)}
     save_file(t, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(cfg))
-    for f in TOKENIZER_FILES:
-        if (tokenizer_dir / f).exists():
-            shutil.copy(tokenizer_dir / f, out / f)
+    write_word_tokenizer(out, vocab)
     return out

@@ -1,0 +1,38 @@
+"""The GPU attention backend: the Triton paged-attention kernel over block tables.
+
+Its metadata is sized by sequences and blocks, not by context tokens, so
+building it costs the host O(batch x blocks) per step, and its tensors have
+fixed shapes per batch size, which is what CUDA graphs need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fms_worker.kernels.paged_attention import paged_attention
+from fms_worker.layers.attention import AttentionBackend, AttentionMetadata
+
+
+@dataclass
+class PagedAttentionMetadata(AttentionMetadata):
+    block_tables: torch.Tensor | None = None  # [B, max_blocks] int32
+    seq_lens: torch.Tensor | None = None  # [B] int32, keys per sequence including this step's tokens
+    query_start: torch.Tensor | None = None  # [B + 1] int32, cumulative new tokens
+    max_q_len: int = 1  # host int: 1 means a pure decode step
+    num_splits: int = 1  # host int: key splits per sequence (flash-decoding)
+    block_size: int = 16
+
+
+class TritonPagedBackend(AttentionBackend):
+    def forward(self, q, k, v, kv_cache, meta: PagedAttentionMetadata, scale):
+        k_cache, v_cache = kv_cache[0], kv_cache[1]  # [S, Hkv, D]
+        k_cache.index_copy_(0, meta.slot_mapping, k.to(k_cache.dtype))
+        v_cache.index_copy_(0, meta.slot_mapping, v.to(v_cache.dtype))
+        hkv, d = k_cache.shape[1], k_cache.shape[2]
+        return paged_attention(
+            q, k_cache.view(-1, meta.block_size, hkv, d), v_cache.view(-1, meta.block_size, hkv, d),
+            meta.block_tables, meta.seq_lens, meta.query_start, scale,
+            max_q_len=meta.max_q_len, num_splits=meta.num_splits,
+        )

@@ -17,9 +17,9 @@ DEPS_INPUTS := constraints.txt requirements-test.txt operator/pyproject.toml wor
 .PHONY: help setup venv deps binaries models prometheus test demo up down status constraints
 
 help:
-	@echo "make demo        start the local control plane + simulated GPU fleet, the operator and the samples"
+	@echo "make demo        local control plane + simulated GPU fleet, operator, samples, then a real chat completion"
 	@echo "make test        set up, then pytest $(PYTEST_ARGS) (PYTEST_ARGS=... to narrow)"
-	@echo "make up|down|status   the local control plane in $(CLUSTER_DIR)"
+	@echo "make up|down|status   the local control plane in $(CLUSTER_DIR) (down also stops the demo's workers)"
 	@echo "make constraints regenerate constraints.txt from the current .venv"
 
 $(PY):

@@ -87,12 +87,31 @@ def offline_ceiling(steps, sizes, bw, flops) -> float:
     return total
 
 
+def report(res: dict) -> None:
+    bw, flops, sizes = res["copy_bandwidth_Bps"], res["matmul_flops"], res["sizes"]
+    print(f"\n{res['gpu']}  copy {bw / 1e12:.2f} TB/s  matmul {flops / 1e12:.0f} TFLOP/s  "
+          f"weights {sizes['weight_bytes'] / 1e9:.2f} GB  startup {res['startup_s']:.1f} s  "
+          f"peak mem {res['peak_memory_bytes'] / 2**30:.1f} GiB")
+    b1 = res["batch1"]
+    hf1 = res.get("hf_batch1_tokens_per_s")
+    print(f"batch 1: {b1['decode_tokens_per_s']:.1f} tok/s decode ({b1['tokens_per_s']:.1f} incl. prefill), "
+          f"{100 * b1['fraction_of_roofline']:.1f}% of roofline {b1['roofline_tokens_per_s']:.1f}"
+          + (f"; transformers {hf1:.1f} tok/s -> {b1['tokens_per_s'] / hf1:.1f}x" if hf1 else ""))
+    if "offline" in res:
+        o = res["offline"]
+        hfo = res.get("hf_offline", {}).get("tokens_per_s")
+        print(f"offline 256 req: {o['tokens_per_s']:.0f} tok/s, {100 * o['fraction_of_ceiling']:.1f}% of ceiling"
+              + (f"; transformers {hfo:.0f} tok/s -> {o['tokens_per_s'] / hfo:.1f}x" if hfo else ""))
+
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model", type=Path)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--skip-offline", action="store_true")
     ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--hf-offline", action="store_true", help="also run transformers on the offline set (slow)")
     ap.add_argument("--quantization", default="none")
     ap.add_argument("--kv-cache-dtype", default="auto")
     ap.add_argument("--enforce-eager", action="store_true")
@@ -104,18 +123,6 @@ def main() -> None:
     flops = res["matmul_flops"] = gpu_baseline.matmul_rate()
     lat_req = workload.latency_request()
     offline = workload.offline_set()
-
-    if not args.skip_hf:
-        from transformers import AutoModelForCausalLM
-
-        hf = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16, device_map="cuda")
-        hf.generation_config.eos_token_id = None
-        res["hf_batch1_tokens_per_s"] = gpu_baseline.hf_batch1(hf, lat_req)
-        if not args.skip_offline:
-            res["hf_offline"] = gpu_baseline.hf_offline(hf, offline, 64)
-        del hf
-        gc.collect()
-        torch.cuda.empty_cache()
 
     torch.cuda.reset_peak_memory_stats()
     cfg = WorkerConfig.model_validate({
@@ -131,6 +138,7 @@ def main() -> None:
     res["startup_s"] = time.perf_counter() - t
     sizes = res["sizes"] = model_sizes(engine)
 
+    print(f"engine started in {res['startup_s']:.1f} s", flush=True)
     run_engine(engine, [workload.Request(lat_req.prompt_ids, 16)])  # warm-up
     dt, n, ttft = run_engine(engine, [lat_req])
     res["batch1"] = {"seconds": dt, "tokens": n, "ttft_s": ttft, "tokens_per_s": n / dt,
@@ -140,6 +148,7 @@ def main() -> None:
     res["batch1"]["roofline_tokens_per_s"] = roof
     res["batch1"]["fraction_of_roofline"] = res["batch1"]["decode_tokens_per_s"] / roof
 
+    trace = None
     if not args.skip_offline:
         trace = StepTrace(engine)
         dt, n, _ = run_engine(engine, offline)
@@ -149,20 +158,22 @@ def main() -> None:
                           "steps": len(trace.steps), "ceiling_seconds": ceiling, "fraction_of_ceiling": ceiling / dt}
     res["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
     args.out.write_text(json.dumps(res, indent=2))
+    report(res)
+    del engine, trace
+    gc.collect()
+    torch.cuda.empty_cache()
 
-    print(f"\n{res['gpu']}  copy {bw / 1e12:.2f} TB/s  matmul {flops / 1e12:.0f} TFLOP/s  "
-          f"weights {sizes['weight_bytes'] / 1e9:.2f} GB  startup {res['startup_s']:.1f} s  "
-          f"peak mem {res['peak_memory_bytes'] / 2**30:.1f} GiB")
-    b1 = res["batch1"]
-    hf1 = res.get("hf_batch1_tokens_per_s")
-    print(f"batch 1: {b1['decode_tokens_per_s']:.1f} tok/s decode ({b1['tokens_per_s']:.1f} incl. prefill), "
-          f"{100 * b1['fraction_of_roofline']:.1f}% of roofline {b1['roofline_tokens_per_s']:.1f}"
-          + (f"; transformers {hf1:.1f} tok/s -> {b1['tokens_per_s'] / hf1:.1f}x" if hf1 else ""))
-    if "offline" in res:
-        o = res["offline"]
-        hfo = res.get("hf_offline", {}).get("tokens_per_s")
-        print(f"offline 256 req: {o['tokens_per_s']:.0f} tok/s, {100 * o['fraction_of_ceiling']:.1f}% of ceiling"
-              + (f"; transformers {hfo:.0f} tok/s -> {o['tokens_per_s'] / hfo:.1f}x" if hfo else ""))
+    if not args.skip_hf:
+        from transformers import AutoModelForCausalLM
+
+        hf = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16, device_map="cuda")
+        hf.generation_config.eos_token_id = None
+        res["hf_batch1_tokens_per_s"] = gpu_baseline.hf_batch1(hf, lat_req)
+        if args.hf_offline and not args.skip_offline:
+            res["hf_offline"] = gpu_baseline.hf_offline(hf, offline, 64)
+        del hf
+    args.out.write_text(json.dumps(res, indent=2))
+    report(res)
 
 
 if __name__ == "__main__":

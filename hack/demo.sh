@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The demo behind `make demo` (run after set-up): a fresh local control plane
 # with the simulated GPU fleet, the FoundationModelService CRD, the operator
-# and the sample services. Stop it all with `make down`.
+# and the sample services, then a real worker for the smollm2 sample's pod and
+# one chat completion through its Service's endpoint (hack/chat_demo.py).
+# Stop it all, workers included, with `make down`.
 #   hack/demo.sh [STATE_DIR]   (default .cache/cluster)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,11 +57,16 @@ if k get crd foundationmodelservices.serving.fms.dev >/dev/null 2>&1; then
   k get fms -A
   echo
 fi
+# The one sample that runs for real here: SmolLM2 fits a CPU (the fleet's GPUs are simulated).
+if [ "$failed" = 0 ] && k get fms smollm2 >/dev/null 2>&1; then
+  "$PY" hack/chat_demo.py --dir "$DIR" --name smollm2 --model-dir "$("$PY" hack/prepare_models.py smollm2-135m)" || failed=1
+  echo
+fi
 [ "$failed" = 0 ] || echo "demo: some steps FAILED (see above); the cluster is still up for a look."
 cat <<MSG
 The demo cluster is running.
   export KUBECONFIG=$KUBECONFIG
-  operator log: $DIR/logs/operator.log   (if started)
-Stop everything: make down
+  logs: $DIR/logs/   (operator.log, worker-<pod>.log, the control plane's)
+Stop everything, workers included: make down
 MSG
 exit "$failed"

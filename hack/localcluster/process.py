@@ -51,6 +51,11 @@ def spawn(name: str, argv: list[str], pids: Path, logs: Path, *, bind_to_parent:
     return rec
 
 
+def child(rec: Record) -> subprocess.Popen:
+    """The Popen of a process this Python spawned, to poll, signal or wait on it."""
+    return _children[rec.pid]
+
+
 def records(pids: Path) -> list[Record]:
     """Recorded processes, oldest first."""
     recs = [Record(**json.loads(p.read_text())) for p in pids.glob("*.json")] if pids.is_dir() else []
@@ -75,9 +80,10 @@ def _signal(rec: Record, sig: int) -> None:
             pass
 
 
-def stop(pids: Path, grace_s: float = 10.0) -> list[str]:
-    """SIGTERM every recorded process, newest first; SIGKILL what outlives `grace_s`. Returns the names stopped."""
-    recs = list(reversed(records(pids)))
+def stop(pids: Path, grace_s: float = 10.0, names: set[str] | None = None) -> list[str]:
+    """SIGTERM every recorded process (or those in `names`), newest first; SIGKILL what outlives `grace_s`.
+    Returns the names stopped."""
+    recs = [r for r in reversed(records(pids)) if names is None or r.name in names]
     stopped = [r.name for r in recs if alive(r)]
     for rec in recs:
         _signal(rec, signal.SIGTERM)

@@ -20,6 +20,8 @@ _PATHS = {
     "Service": "/api/v1/namespaces/{ns}/services/{name}",
     "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
     "PodDisruptionBudget": "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}",
+    "StatefulSet": "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}",
+    "ResourceClaimTemplate": "/apis/resource.k8s.io/v1/namespaces/{ns}/resourceclaimtemplates/{name}",
     "FoundationModelService": f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{PLURAL}/{{name}}",
 }
 

@@ -43,7 +43,7 @@ def node_selector(spec: FoundationModelServiceSpec) -> dict[str, str]:
 
 
 def interconnect_terms(spec: FoundationModelServiceSpec) -> list[dict[str, Any]]:
-    return [_at_least(NVLINK_DOMAIN_LABEL, spec.parallelism.tensor), _at_least(COUNT_LABEL, spec.gpus_per_replica)]
+    return [_at_least(NVLINK_DOMAIN_LABEL, spec.parallelism.tensor), _at_least(COUNT_LABEL, gpus_per_pod(spec))]
 
 
 def affinity(spec: FoundationModelServiceSpec) -> dict[str, Any] | None:
@@ -52,7 +52,7 @@ def affinity(spec: FoundationModelServiceSpec) -> dict[str, Any] | None:
     policy = spec.placement.interconnect
     if policy == "nvlink-required":
         required += interconnect_terms(spec)
-    elif policy == "nvlink-preferred" and spec.gpus_per_replica > 1:
+    elif policy == "nvlink-preferred" and gpus_per_pod(spec) > 1:
         # A one-GPU replica has nothing to talk to; don't steer it onto NVLink nodes.
         preferred.append({"weight": 100, "preference": {"matchExpressions": interconnect_terms(spec)}})
     if spec.resources.gpu_memory:
@@ -69,3 +69,43 @@ def tolerations(spec: FoundationModelServiceSpec) -> list[dict[str, Any]]:
     # GPU nodes are commonly tainted nvidia.com/gpu:NoSchedule; tolerate it always.
     base = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
     return base + [t.model_dump(by_alias=True, exclude_none=True) for t in spec.placement.tolerations]
+
+
+def gpus_per_pod(spec: FoundationModelServiceSpec) -> int:
+    """A pipeline group (parallelism.nodes > 1) splits the replica's GPUs over its pods."""
+    return spec.gpus_per_replica // spec.parallelism.nodes
+
+
+def needs(spec: FoundationModelServiceSpec) -> str:
+    """What one worker pod needs, in the words of the labels and resources involved."""
+    product = spec.resources.gpu_product or "any product"
+    text = f"{gpus_per_pod(spec)} {GPU_RESOURCE} ({product}"
+    if spec.resources.gpu_memory:
+        text += f", at least {spec.resources.gpu_memory} each"
+    if spec.placement.interconnect == "nvlink-required" and spec.parallelism.tensor > 1:
+        text += f", {spec.parallelism.tensor} of them in one NVLink domain"
+    return text + ")"
+
+
+def explain_unschedulable(spec: FoundationModelServiceSpec, scheduler_message: str) -> tuple[str, str]:
+    """(reason, message) for the Placed condition: which capability no node offers, then the scheduler's words."""
+    msg = scheduler_message
+    no_match = "didn't match Pod's node affinity" in msg
+    tensor, product = spec.parallelism.tensor, spec.resources.gpu_product or "any"
+    if "cannot allocate all claims" in msg or "resourceclaim" in msg.lower():
+        constraint = (f" sharing one {spec.placement.dra.clique_attribute}"
+                      if spec.placement.interconnect == "nvlink-required" and tensor > 1 else "")
+        return "NoDeviceAllocation", (f"DRA could not allocate {tensor} GPUs per stage of DeviceClass "
+                                      f"{spec.placement.dra.device_class_name}{constraint}; scheduler: {msg}")
+    if "didn't match pod affinity rules" in msg and spec.parallelism.nodes > 1:
+        return "GroupDomainFull", (f"the rest of its pipeline group sits in a {spec.placement.group_topology_key} "
+                                   f"domain where no node has {needs(spec)} free; scheduler: {msg}")
+    if f"Insufficient {GPU_RESOURCE}" in msg:  # some node has the capability, none has it free
+        return "InsufficientGPUs", f"no node has {needs(spec)} free; scheduler: {msg}"
+    if no_match and spec.placement.interconnect == "nvlink-required" and tensor > 1:
+        return "NoNVLinkDomain", (f"no node offers an NVLink domain of {tensor} {product} GPUs "
+                                  f"({NVLINK_DOMAIN_LABEL} >= {tensor}, {COUNT_LABEL} >= {gpus_per_pod(spec)}); "
+                                  f"use interconnect nvlink-preferred or a smaller tensor degree; scheduler: {msg}")
+    if no_match:
+        return "NoMatchingNode", f"no node matches {needs(spec)} and placement.nodeSelector; scheduler: {msg}"
+    return "Unschedulable", msg

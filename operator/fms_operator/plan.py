@@ -14,7 +14,7 @@ from typing import Any, Iterable, Literal
 
 from fms_operator.render.meta import APPLIED_HASH, digest
 
-MANAGED_KINDS = ("ConfigMap", "Deployment", "Service", "PodDisruptionBudget")
+MANAGED_KINDS = ("ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "StatefulSet", "ResourceClaimTemplate")
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,8 @@ RULES: tuple[Rule, ...] = (
     Rule("", ("configmaps", "services"), tuple(_OWNED), "owned worker ConfigMap and Service"),
     Rule("apps", ("deployments",), tuple(_OWNED), "owned worker Deployment"),
     Rule("policy", ("poddisruptionbudgets",), tuple(_OWNED), "owned PodDisruptionBudget"),
+    Rule("apps", ("statefulsets",), tuple(_OWNED), "owned StatefulSets of multi-node pipeline groups"),
+    Rule("resource.k8s.io", ("resourceclaimtemplates",), tuple(_OWNED), "owned DRA ResourceClaimTemplate (gpuAllocation dra)"),
     Rule("", ("pods",), ("get", "list", "watch", "patch"), "status from pod state; the autoscaler annotates pods it scrapes"),
     Rule("", ("events",), ("create", "patch"), "Kubernetes Events (kopf posts core/v1 events)"),
     Rule("events.k8s.io", ("events",), ("create", "patch"), "Kubernetes Events (events.k8s.io)"),

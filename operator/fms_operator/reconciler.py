@@ -20,12 +20,16 @@ from fms_operator.api.resource import FMS, InvalidSpec
 from fms_operator.plan import Action, Observed, plan
 from fms_operator.render import render_all
 from fms_operator.render.meta import APPLIED_HASH
-from fms_operator.status import DeploymentView, PodView, changed, compute, transitions
+from fms_operator.render.group import is_grouped, stuck_groups
+from fms_operator.status import DeploymentView, PodView, changed, compute, phase, transitions
 
 log = logging.getLogger(__name__)
 
 _VERBS = {"Created": "created", "Updated": "updated", "NoLongerNeeded": "deleted (no longer needed)"}
-_WARNINGS = {("Placed", "False"), ("Degraded", "True")}
+# Placed=False gets no Event of ours: the scheduler already posts FailedScheduling on each pod, the
+# condition carries its message, and one Warning per pending fms halved throughput in the
+# 500-object benchmark (bench/operator_scale.py, one run each on the shared 2-core machine: 44 s without, 84 s with).
+_WARNINGS = {("Degraded", "True")}
 Emit = Callable[[dict[str, Any], str, str, str], None]  # (fms body, Normal|Warning, reason, message)
 
 
@@ -43,6 +47,10 @@ class Snapshot:
     pods: list[PodView] = field(default_factory=list)
 
 
+def _epoch(timestamp: str) -> float:
+    return datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+
+
 def utcnow() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -54,6 +62,8 @@ class Reconciler:
         self.clock = clock
         self.applied: dict[tuple[str, str], dict[tuple[str, str], str | None]] = defaultdict(dict)
         self.statuses: dict[tuple[str, str], dict[str, Any]] = {}
+        self.gang_failures: dict[tuple[str, str], str] = {}  # last GangUnschedulable message, until a group places
+        self.recheck_after: dict[tuple[str, str], float] = {}  # seconds; the handlers re-mark the fms then
         self._rendered: dict[tuple[str, str], tuple[tuple[Any, Any], FMS, list[dict[str, Any]]]] = {}
         self._locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 
@@ -86,6 +96,8 @@ class Reconciler:
                 done = ", ".join(f"{a.kind} {a.name} {_VERBS[a.reason]}" for a in actions)
                 self.emit(snap.body, "Normal", "Applied", done)
             status = compute(fms, snap.deployment, snap.pods, self.statuses.get(key) or snap.body.get("status") or {}, self.clock())
+            if is_grouped(fms):
+                self._check_gangs(fms, key, snap, status)
             self._write_status(snap.body, key, status)
             return actions
 
@@ -100,6 +112,28 @@ class Reconciler:
         desired = render_all(fms)
         self._rendered[key] = (version, fms, desired)
         return fms, desired
+
+    def _check_gangs(self, fms: FMS, key: tuple[str, str], snap: Snapshot, status: dict[str, Any]) -> None:
+        """Delete the StatefulSet of a group stuck half-placed (its pods go, freeing their GPUs; the next
+        reconcile re-creates it, a new try) and say so."""
+        now = _epoch(self.clock())
+        ages = {p.name: now - _epoch(p.created) for p in snap.pods if p.created}
+        for group, (_, message) in stuck_groups(fms, snap.pods, ages).items():
+            self.kube.delete("StatefulSet", key[0], group)
+            self.applied[key].pop(("StatefulSet", group), None)
+            self.gang_failures[key] = message
+            self.emit(snap.body, "Warning", "GangUnschedulable", message)
+        live = [p for p in snap.pods if not p.deleting]
+        if live and all(p.node for p in live) and len(live) == fms.spec.replicas * fms.spec.parallelism.nodes:
+            self.gang_failures.pop(key, None)
+        elif live:
+            self.recheck_after[key] = min(10.0, float(fms.spec.placement.gang_timeout_seconds))
+        if key in self.gang_failures:
+            placed = next(c for c in status["conditions"] if c["type"] == "Placed")
+            if placed["reason"] != "GangUnschedulable":
+                placed.update(status="False", reason="GangUnschedulable", lastTransitionTime=self.clock())
+            placed["message"] = self.gang_failures[key][:4000]
+            status["phase"] = phase(fms.spec.replicas, status["conditions"])
 
     def _observed(self, key: tuple[str, str], indexed: list[Observed]) -> list[Observed]:
         merged = {(o.kind, o.name): o for o in indexed}

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from fms_operator import placement
 from fms_operator.api.resource import FMS
+from fms_operator.render.group import GROUP_LABEL
 from fms_operator.render.meta import selector_string
 from fms_operator.render.service import endpoint
 
@@ -40,6 +42,8 @@ class PodView:
     deleting: bool
     unschedulable: str | None  # the scheduler's message, e.g. "0/7 nodes are available: ..."
     problem: tuple[str, str] | None  # (reason, message) of a failing container
+    group: str | None = None  # pipeline group (parallelism.nodes > 1)
+    created: str = ""  # creationTimestamp, for the gang timeout
 
 
 def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
@@ -87,6 +91,8 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         deleting=bool(body["metadata"].get("deletionTimestamp")),
         unschedulable=unschedulable,
         problem=_container_problem(st),
+        group=(body["metadata"].get("labels") or {}).get(GROUP_LABEL),
+        created=body["metadata"].get("creationTimestamp") or "",
     )
 
 
@@ -103,7 +109,8 @@ def conditions(fms: FMS, dep: DeploymentView | None, pods: list[PodView]) -> lis
     updated = dep.updated_replicas if dep else 0
 
     if unsched:
-        placed = _cond("Placed", False, "Unschedulable", f"{len(unsched)} pod(s) pending; {unsched[0].name}: {unsched[0].unschedulable}")
+        reason, why = placement.explain_unschedulable(fms.spec, unsched[0].unschedulable)
+        placed = _cond("Placed", False, reason, f"{len(unsched)} pod(s) pending; {unsched[0].name}: {why}")
     elif desired == 0:
         placed = _cond("Placed", True, "NoReplicas", "scaled to zero")
     elif len(live) >= desired and all(p.node for p in live):

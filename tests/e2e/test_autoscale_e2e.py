@@ -1,29 +1,28 @@
 """End to end: the operator's built-in autoscaler on the local control plane,
 driven by real worker processes serving SmolLM2 on CPU.
 
-kwok plays the kubelet for scheduling and pod IPs (loopback addresses); this
-harness plays the rest of it and the Service: for each Running pod of the fms
+kwok plays the kubelet for scheduling and pod IPs (loopback addresses);
+localcluster.podworkers plays the rest of it: for each Running pod of the fms
 it starts `fms-worker serve` bound to the pod's IP with the ConfigMap the
-operator rendered, routes load to ready workers, and on pod deletion stops
-routing to it and sends SIGTERM so the worker drains. The operator sees only
-ordinary pods and their metrics endpoints.
+operator rendered, and on pod deletion stops routing to it and sends SIGTERM
+so the worker drains. This test plays the Service: it routes load to ready
+workers. The operator sees only ordinary pods and their metrics endpoints.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+from localcluster.podworkers import PodWorkers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -37,73 +36,10 @@ CLIENTS = 20
 BIN = Path(sys.executable).parent
 
 
-@dataclass
-class Worker:
-    proc: subprocess.Popen
-    url: str
-    ready: bool = False
-    draining: bool = False
-    served: int = 0
-
-
-@dataclass
-class Fleet:
-    """Kubelet and Service stand-in for one fms's pods."""
-
-    kubectl: object
-    namespace: str
-    name: str
-    workdir: Path
-    workers: dict[str, Worker] = field(default_factory=dict)
-    rr: itertools.count = field(default_factory=itertools.count)
-
-    def pods(self) -> list[dict]:
-        out = self.kubectl("-n", self.namespace, "get", "pods", "-l", f"serving.fms.dev/name={self.name}", "-o", "json")
-        return json.loads(out.stdout)["items"]
-
-    def config(self) -> Path:
-        cm = self.kubectl("-n", self.namespace, "get", "configmap", f"{self.name}-worker-config", "-o", "json")
-        path = self.workdir / "worker.yaml"
-        path.write_text(json.loads(cm.stdout)["data"]["worker.yaml"])
-        return path
-
-    async def sync(self, http: httpx.AsyncClient) -> None:
-        pods = await asyncio.to_thread(self.pods)
-        alive = {p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")}
-        for p in pods:
-            name, ip = p["metadata"]["name"], (p.get("status") or {}).get("podIP")
-            if name in alive and name not in self.workers and ip and p["status"].get("phase") == "Running":
-                self.workers[name] = self.start(name, ip)
-        for name, w in self.workers.items():
-            if name not in alive and not w.draining:
-                w.draining = True  # endpoints drop the pod first ...
-                asyncio.get_running_loop().call_later(2.0, w.proc.send_signal, signal.SIGTERM)  # ... then preStop ends
-            if not w.ready and not w.draining and w.proc.poll() is None:
-                try:
-                    w.ready = (await http.get(f"{w.url}/ready", timeout=2)).status_code == 200
-                except httpx.HTTPError:
-                    pass
-
-    def start(self, pod: str, ip: str) -> Worker:
-        cmd = [str(BIN / "fms-worker"), "serve", "--config", str(self.config()), "--host", ip, "--device", "cpu",
-               "--dtype", "float32", "--enforce-eager", "--cpu-kv-cache-bytes", str(64 << 20), "--log-level", "warning"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        with open(self.workdir / f"{pod}.log", "w") as log:  # the child keeps its own descriptor
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        return Worker(proc, f"http://{ip}:8000")
-
-    def routable(self) -> list[Worker]:
-        return [w for w in self.workers.values() if w.ready and not w.draining]
-
-    def stop(self) -> None:
-        for w in self.workers.values():
-            if w.proc.poll() is None:
-                w.proc.kill()
-                w.proc.wait(10)
-
-
-async def generate_load(fleet: Fleet, http: httpx.AsyncClient, stop: asyncio.Event, failures: list, model: str) -> int:
+async def generate_load(fleet: PodWorkers, http: httpx.AsyncClient, stop: asyncio.Event, failures: list, model: str,
+                        served: collections.Counter) -> int:
     done = 0
+    rr = itertools.count()
 
     async def client() -> None:
         nonlocal done
@@ -112,14 +48,14 @@ async def generate_load(fleet: Fleet, http: httpx.AsyncClient, stop: asyncio.Eve
             if not targets:
                 await asyncio.sleep(0.2)
                 continue
-            w = targets[next(fleet.rr) % len(targets)]
+            w = targets[next(rr) % len(targets)]
             body = {"model": model, "prompt": "Write a short poem about the sea.", "max_tokens": 24, "temperature": 0}
             try:
                 r = await http.post(f"{w.url}/v1/completions", json=body, timeout=300)
                 if r.status_code != 200:
                     failures.append((w.url, r.status_code, r.text[:200]))
                 else:
-                    w.served += 1
+                    served[w.pod] += 1
                     done += 1
             except httpx.HTTPError as e:
                 failures.append((w.url, type(e).__name__, str(e)))
@@ -166,7 +102,8 @@ async def test_autoscale_up_under_load_and_down_after(cluster, namespace, operat
     # Room for exactly maxReplicas: the budget path runs without capping this test.
     cluster.kubectl("annotate", "namespace", namespace, "serving.fms.dev/gpu-budget=2")
     cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(fms_manifest(name, smollm2_dir)))
-    fleet = Fleet(cluster.kubectl, namespace, name, tmp_path)
+    fleet = PodWorkers(cluster.kubectl, namespace, name, tmp_path, bind_to_parent=True)
+    served_by: collections.Counter = collections.Counter()  # requests each worker (by pod) served
 
     def replicas() -> int:
         out = cluster.kubectl("-n", namespace, "get", "fms", name, "-o", "jsonpath={.spec.replicas}")
@@ -188,9 +125,9 @@ async def test_autoscale_up_under_load_and_down_after(cluster, namespace, operat
 
             stop = asyncio.Event()
             t_load = time.monotonic()
-            load = asyncio.create_task(generate_load(fleet, http, stop, failures, name))
+            load = asyncio.create_task(generate_load(fleet, http, stop, failures, name, served_by))
             t_up = await until("scale-up to 2", lambda: replicas() == 2, 120)
-            await until("second worker serving", lambda: sum(w.served > 0 for w in fleet.routable()) == 2, 300)
+            await until("second worker serving", lambda: sum(served_by[w.pod] > 0 for w in fleet.routable()) == 2, 300)
             stop.set()
             t_stop = time.monotonic()  # no new requests from here on
             served = await load
@@ -200,7 +137,7 @@ async def test_autoscale_up_under_load_and_down_after(cluster, namespace, operat
             await until("removed worker drained and exited",
                         lambda: sum(w.proc.poll() is None for w in fleet.workers.values()) == 1, 120)
         finally:
-            fleet.stop()
+            fleet.stop(grace_s=0)
 
     print(f"scale-up {t_up - t_load:.1f} s after load start; scale-down {t_down - t_stop:.1f} s after load stop "
           f"({t_down - t_idle:.1f} s after the last request); "

@@ -123,9 +123,12 @@ class ParallelismSpec(_Spec):
     model_config = ConfigDict(json_schema_extra=rules(
         ("self.tensor in [1, 2, 4, 8]", "parallelism.tensor must be a power of two no larger than 8: use 1, 2, 4 or 8"),
         ("self.tensor * self.pipeline <= 64", "parallelism.tensor x parallelism.pipeline (GPUs per replica) must be at most 64"),
+        ("self.pipeline % self.nodes == 0",
+         "parallelism.nodes must divide parallelism.pipeline: each pod of a pipeline group holds whole stages"),
     ))
     tensor: int = Field(default=1, ge=1, le=8, description="Tensor-parallel degree (1, 2, 4 or 8).")
     pipeline: int = Field(default=1, ge=1, le=16, description="Pipeline-parallel degree. GPUs per replica = tensor x pipeline.")
+    nodes: int = Field(default=1, ge=1, le=16, description="Pods per replica: above 1, a multi-node pipeline group (StatefulSet per replica) of tensor x pipeline / nodes GPUs per pod.")
 
 
 class BatchingSpec(_Spec):
@@ -169,12 +172,30 @@ class Toleration(_Spec):
     toleration_seconds: int | None = Field(default=None, ge=0, le=86400, description="NoExecute only: how long the pod stays bound.")
 
 
+class DRASpec(_Spec):
+    device_class_name: str = Field(default="gpu.fms.dev", max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                                   description="DeviceClass of the DRA driver's GPUs.")
+    clique_attribute: str = Field(
+        default="gpu.fms.dev/nvlinkClique", max_length=127, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z][A-Za-z0-9_]*$",
+        description="Fully qualified device attribute with one value per NVLink domain (nvlink-required matches it).")
+
+
 class PlacementSpec(_Spec):
     interconnect: Literal["nvlink-required", "nvlink-preferred", "any"] = Field(
         default="nvlink-preferred", description="Whether a replica's GPUs must (or should) share one NVLink domain.")
     node_selector: dict[str, str] = Field(default_factory=dict, max_length=32, description="Extra node labels the pods require.")
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Extra tolerations of the pods.")
     priority_class_name: str | None = Field(default=None, max_length=253, pattern=DNS_LABEL, description="PriorityClass of the pods.")
+    gpu_allocation: Literal["extendedResource", "dra"] = Field(
+        default="extendedResource",
+        description="extendedResource: request nvidia.com/gpu; dra: a ResourceClaim (resource.k8s.io/v1) whose GPUs share one NVLink clique under nvlink-required.")
+    dra: DRASpec = Field(default_factory=DRASpec, description="DeviceClass and clique attribute for gpuAllocation dra.")
+    group_topology_key: str = Field(
+        default="nvidia.com/gpu.clique", max_length=317, pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+        description="Node label whose value all pods of a pipeline group (parallelism.nodes > 1) must share.")
+    gang_timeout_seconds: int = Field(
+        default=300, ge=10, le=86400,
+        description="A pipeline group partly placed for this long is deleted (its GPUs freed) and reported GangUnschedulable.")
 
 
 class AutoscalingSpec(_Spec):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fms_operator.api.resource import FMS
+from fms_operator.render import dra, group
 from fms_operator.render.deployment import deployment
 from fms_operator.render.service import pod_disruption_budget, service
 from fms_operator.render.worker_config import config_map
@@ -12,7 +13,14 @@ from fms_operator.render.worker_config import config_map
 
 def render_all(fms: FMS) -> list[dict[str, Any]]:
     """Objects in apply order: the ConfigMap before the Deployment that mounts it."""
-    objects = [config_map(fms), deployment(fms), service(fms)]
+    objects = [config_map(fms)]
+    if dra.uses_dra(fms):  # before the pods that claim from it
+        objects.append(dra.resource_claim_template(fms))
+    if group.is_grouped(fms):
+        objects += [group.headless_service(fms), *group.group_statefulsets(fms, deployment(fms)["spec"]["template"])]
+    else:
+        objects.append(deployment(fms))
+    objects.append(service(fms))
     if fms.spec.replicas > 1:
         objects.append(pod_disruption_budget(fms))
     return objects

@@ -7,6 +7,7 @@ from typing import Any
 
 from fms_operator import placement
 from fms_operator.api.resource import FMS
+from fms_operator.render import dra
 from fms_operator.render.meta import CONFIG_HASH, config_map_name, digest, labels, metadata, selector_labels
 from fms_operator.render.fetch import add_fetch_step
 from fms_operator.render.worker_config import CACHE_DIR, COMPILE_DIR, CONFIG_DIR, CONFIG_KEY, SOURCE_MOUNT, worker_config
@@ -57,7 +58,7 @@ def _volumes(fms: FMS) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 def _container(fms: FMS) -> dict[str, Any]:
     spec = fms.spec
     worker = spec.worker
-    gpus = str(spec.gpus_per_replica)
+    gpus = str(placement.gpus_per_pod(spec))
     env, env_from = _env(fms)
     _, mounts = _volumes(fms)
     container: dict[str, Any] = {
@@ -108,6 +109,8 @@ def deployment(fms: FMS) -> dict[str, Any]:
         pod_spec["affinity"] = affinity
     if spec.placement.priority_class_name:
         pod_spec["priorityClassName"] = spec.placement.priority_class_name
+    if dra.uses_dra(fms):
+        dra.use_claims(pod_spec, fms, placement.GPU_RESOURCE)
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(fms),
         "spec": {

@@ -12,8 +12,9 @@ by default GPU Feature Discovery's `nvidia.com/gpu.clique`): a required pod
 affinity to the group's own pods. The first pod matches its own term and may
 go anywhere; the others follow it or stay Pending. Kubernetes has no gang
 scheduling without a plugin, so `gang_verdict` tells a half-placed group that
-waited too long; the operator then deletes its pods (freeing the GPUs the
-placed ones hold) and reports why.
+waited too long; the operator then deletes the group's StatefulSet (its pods
+go with it, freeing the GPUs the placed ones held), re-creates it for another
+try, and reports why.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def gang_message(fms: FMS, group: str, pods: list[GroupPod]) -> str:
     waiting = [p.name for p in pods if not p.node]
     return (f"pipeline group {group} could not be placed whole in one {fms.spec.placement.group_topology_key} domain: "
             f"{len(pods) - len(waiting)}/{fms.spec.parallelism.nodes} pods placed (on {', '.join(bound) or '-'}), "
-            f"{', '.join(waiting)} pending; its pods were deleted to free their GPUs. Give the group a domain with "
+            f"{', '.join(waiting)} pending; the group was deleted to free its GPUs and is tried again. Give it a domain with "
             f"{fms.spec.parallelism.nodes} nodes of {gpus_per_pod(fms)} free GPUs each, or lower parallelism.nodes")
 
 

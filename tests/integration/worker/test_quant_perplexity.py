@@ -26,8 +26,7 @@ from fms_worker.quantization import get_linear_method
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 TEXT = Path(__file__).resolve().parents[2] / "data" / "founding_documents.txt"
-NUM_TOKENS = 2048  # two windows: enough text for a stable figure, bounded CPU time
-WINDOW = 1024
+WINDOW = 1024  # the text (about 3,600 tokens) in windows of this many, each a fresh prefill
 CPU = torch.device("cpu")
 
 # (label, dtype, precision) -> largest allowed relative perplexity increase over float32
@@ -69,8 +68,8 @@ def token_ids(smollm2_dir) -> list[int]:
     from transformers import AutoTokenizer
 
     ids = AutoTokenizer.from_pretrained(str(smollm2_dir))(TEXT.read_text())["input_ids"]
-    assert len(ids) >= NUM_TOKENS
-    return ids[:NUM_TOKENS]
+    assert len(ids) > 3000
+    return ids
 
 
 @pytest.fixture(scope="module")

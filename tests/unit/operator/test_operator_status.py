@@ -43,7 +43,7 @@ def test_conditions_and_phase(replicas, deployment, pods, phase, expected):
 def test_scheduler_message_is_surfaced():
     status = compute(make_fms(), dep(ready=0), [pod(node="", ready=False, unschedulable=SCHED_MSG, phase="Pending")], {}, "T1")
     placed = next(c for c in status["conditions"] if c["type"] == "Placed")
-    assert placed["reason"] == "Unschedulable" and SCHED_MSG in placed["message"]
+    assert placed["reason"] == "InsufficientGPUs" and SCHED_MSG in placed["message"]  # placement.explain_unschedulable
 
 
 def test_views_read_real_bodies():

@@ -30,6 +30,7 @@ from fms_worker.parallel import launch
 from fms_worker.parallel.launch import Groups, RankInfo
 from fms_worker.parallel.pipeline import build_parallel_model
 from fms_worker.parallel.state import check_pipeline_parallel, check_tensor_parallel
+from fms_worker.quantization import get_linear_method, kv_cache_dtype
 from fms_worker.topology import GPUTopology, interconnect_problem, order_ranks, read_topology
 
 log = logging.getLogger(__name__)
@@ -109,9 +110,10 @@ def _stage_neighbours(info: RankInfo) -> tuple[int | None, int | None]:
 
 def _local_runner(config: WorkerConfig, hf_config, groups: Groups) -> ModelRunner:
     model = build_parallel_model(config.model.path, hf_config, groups.device, _dtype(config),
-                                 _stage_neighbours(groups.info))
+                                 _stage_neighbours(groups.info), get_linear_method(config.precision, groups.device))
     return ModelRunner(config.model.path, hf_config, groups.device, _dtype(config), config.caching.block_size,
-                       enforce_eager=config.runtime.enforce_eager, model=model)
+                       enforce_eager=config.runtime.enforce_eager, model=model,
+                       kv_cache_dtype=kv_cache_dtype(config.precision.kv_cache_dtype, _dtype(config), groups.device))
 
 
 def plan_gpus(config: WorkerConfig, device: torch.device,
@@ -144,7 +146,9 @@ def make_runner(config: WorkerConfig, hf_config, device: torch.device, dtype: to
     if p.world_size == 1:
         plan_gpus(config, device, topo)
         runner = ModelRunner(config.model.path, hf_config, device, dtype, config.caching.block_size,
-                             enforce_eager=config.runtime.enforce_eager)
+                             enforce_eager=config.runtime.enforce_eager,
+                             quant_method=get_linear_method(config.precision, device),
+                             kv_cache_dtype=kv_cache_dtype(config.precision.kv_cache_dtype, dtype, device))
         return runner, topo
     args = resolve_model_class(hf_config).args_type.from_hf(hf_config)
     check_tensor_parallel(p.tensor, args.num_heads, args.num_kv_heads)  # before any process starts

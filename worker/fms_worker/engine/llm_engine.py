@@ -14,11 +14,11 @@ import torch
 from transformers import AutoTokenizer, GenerationConfig
 
 from fms_worker.config import WorkerConfig
+from fms_worker.engine.distributed import make_runner
 from fms_worker.engine.request import RequestState
 from fms_worker.engine.types import EngineStats, RequestOutput, SamplingParams
 from fms_worker.kv_cache import KVCacheManager
 from fms_worker.loader.weights import load_hf_config
-from fms_worker.model_runner import ModelRunner
 from fms_worker.scheduler import Scheduler, SchedulerConfig, SchedulerOutput, Sequence
 
 log = logging.getLogger(__name__)
@@ -52,15 +52,12 @@ class LLMEngine:
         path = config.model.path
         self.device = resolve_device(config.runtime.device)
         self.dtype = _DTYPES[config.precision.dtype]
-        if config.precision.quantization != "none":
-            raise ValueError(f"precision.quantization={config.precision.quantization!r} is not implemented yet; use 'none'")
         torch.manual_seed(config.runtime.seed)
         hf_config = load_hf_config(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.eos_token_ids = _eos_ids(path, self.tokenizer, hf_config)
         block_size = config.caching.block_size
-        self.runner = ModelRunner(path, hf_config, self.device, self.dtype, block_size,
-                                  enforce_eager=config.runtime.enforce_eager)
+        self.runner, self.topology = make_runner(config, hf_config, self.device, self.dtype)  # ranks spawned when TP/PP > 1
         num_blocks = self._num_kv_blocks()
         self.runner.allocate_kv_cache(num_blocks)
         model_len = min(config.model.max_model_len or hf_config.max_position_embeddings, hf_config.max_position_embeddings)
@@ -101,8 +98,10 @@ class LLMEngine:
                     arrival: float | None = None) -> None:
         self._validate(request_id, prompt_token_ids, params)
         arrival = time.monotonic() if arrival is None else arrival
-        self.requests[request_id] = RequestState.new(request_id, prompt_token_ids, params, arrival, self.tokenizer)
+        state = RequestState.new(request_id, prompt_token_ids, params, arrival, self.tokenizer)
+        # The scheduler may still refuse (n > max_num_seqs, ...): register the request only once it is in.
         self.scheduler.add(request_id, prompt_token_ids, params, arrival)
+        self.requests[request_id] = state
 
     def abort_request(self, request_id: str) -> None:
         state = self.requests.pop(request_id, None)

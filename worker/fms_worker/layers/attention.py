@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fms_worker.quantization.kv_fp8 import read_kv, write_kv
+
 
 @dataclass
 class PrefillSpan:
@@ -36,24 +38,27 @@ class AttentionMetadata:
 
 
 class AttentionBackend:
-    def forward(self, q, k, v, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float) -> torch.Tensor:
+    def forward(self, q, k, v, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float,
+                k_scale: float = 1.0, v_scale: float = 1.0) -> torch.Tensor:
+        """k_scale/v_scale: what an fp8 cache's stored values are multiplied by on read."""
         raise NotImplementedError
 
 
 class TorchSDPABackend(AttentionBackend):
     """Eager path: gather K/V by slot, then torch SDPA (one call per prefill, one batched call for all decodes)."""
 
-    def forward(self, q, k, v, kv_cache, meta, scale):
+    def forward(self, q, k, v, kv_cache, meta, scale, k_scale=1.0, v_scale=1.0):
         k_cache, v_cache = kv_cache[0], kv_cache[1]  # [S, Hkv, D]
-        k_cache.index_copy_(0, meta.slot_mapping, k)
-        v_cache.index_copy_(0, meta.slot_mapping, v)
+        write_kv(k_cache, meta.slot_mapping, k, k_scale)
+        write_kv(v_cache, meta.slot_mapping, v, v_scale)
         out = torch.empty_like(q)  # [T, H, D]
         for p in meta.prefills:
             qs = q[p.start : p.end].transpose(0, 1).unsqueeze(0)  # [1, H, n, D]
             if p.context_slots is None:
                 ks, vs = k[p.start : p.end], v[p.start : p.end]
             else:
-                ks, vs = k_cache[p.context_slots], v_cache[p.context_slots]  # [ctx, Hkv, D]
+                ks = read_kv(k_cache, p.context_slots, k_scale, q.dtype)  # [ctx, Hkv, D]
+                vs = read_kv(v_cache, p.context_slots, v_scale, q.dtype)
             ks, vs = ks.transpose(0, 1).unsqueeze(0), vs.transpose(0, 1).unsqueeze(0)  # [1, Hkv, ctx, D]
             o = F.scaled_dot_product_attention(
                 qs, ks, vs, attn_mask=p.mask, is_causal=p.mask is None, scale=scale, enable_gqa=True
@@ -61,8 +66,9 @@ class TorchSDPABackend(AttentionBackend):
             out[p.start : p.end] = o[0].transpose(0, 1)
         if meta.decode_rows is not None:
             qd = q[meta.decode_rows].unsqueeze(2)  # [B, H, 1, D]
-            kd = k_cache[meta.decode_slots].permute(0, 2, 1, 3)  # [B, L, Hkv, D] -> [B, Hkv, L, D]
-            vd = v_cache[meta.decode_slots].permute(0, 2, 1, 3)
+            # [B, L, Hkv, D] -> [B, Hkv, L, D]
+            kd = read_kv(k_cache, meta.decode_slots, k_scale, q.dtype).permute(0, 2, 1, 3)
+            vd = read_kv(v_cache, meta.decode_slots, v_scale, q.dtype).permute(0, 2, 1, 3)
             o = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=meta.decode_mask, scale=scale, enable_gqa=True)
             out[meta.decode_rows] = o.squeeze(2)
         return out
@@ -77,6 +83,7 @@ class Attention(nn.Module):
         self.scale = head_dim**-0.5
         self.backend = backend or TorchSDPABackend()
         self.kv_cache = torch.empty(0)  # replaced by the runner: [2, num_slots, Hkv, D]
+        self.k_scale = self.v_scale = 1.0  # fp8 KV cache: stored = value / scale
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        return self.backend.forward(q, k, v, self.kv_cache, meta, self.scale)
+        return self.backend.forward(q, k, v, self.kv_cache, meta, self.scale, self.k_scale, self.v_scale)

@@ -13,6 +13,7 @@ import torch
 
 from fms_worker.kernels.paged_attention import paged_attention
 from fms_worker.layers.attention import AttentionBackend, AttentionMetadata
+from fms_worker.quantization.kv_fp8 import write_kv
 
 
 @dataclass
@@ -26,13 +27,13 @@ class PagedAttentionMetadata(AttentionMetadata):
 
 
 class TritonPagedBackend(AttentionBackend):
-    def forward(self, q, k, v, kv_cache, meta: PagedAttentionMetadata, scale):
+    def forward(self, q, k, v, kv_cache, meta: PagedAttentionMetadata, scale, k_scale=1.0, v_scale=1.0):
         k_cache, v_cache = kv_cache[0], kv_cache[1]  # [S, Hkv, D]
-        k_cache.index_copy_(0, meta.slot_mapping, k.to(k_cache.dtype))
-        v_cache.index_copy_(0, meta.slot_mapping, v.to(v_cache.dtype))
+        write_kv(k_cache, meta.slot_mapping, k, k_scale)
+        write_kv(v_cache, meta.slot_mapping, v, v_scale)
         hkv, d = k_cache.shape[1], k_cache.shape[2]
         return paged_attention(
             q, k_cache.view(-1, meta.block_size, hkv, d), v_cache.view(-1, meta.block_size, hkv, d),
             meta.block_tables, meta.seq_lens, meta.query_start, scale,
-            max_q_len=meta.max_q_len, num_splits=meta.num_splits,
+            max_q_len=meta.max_q_len, num_splits=meta.num_splits, k_scale=k_scale, v_scale=v_scale,
         )

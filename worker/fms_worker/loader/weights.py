@@ -18,6 +18,7 @@ from torch import nn
 from transformers import AutoConfig
 
 from fms_worker.models.registry import resolve_model_class
+from fms_worker.quantization.checkpoint import check_dense_checkpoint
 
 
 def load_hf_config(model_dir: str | Path):
@@ -44,11 +45,28 @@ def iter_safetensors(model_dir: str | Path, device: str = "cpu") -> Iterator[tup
                 yield name, f.get_tensor(name)
 
 
+def _pending_shards(model: nn.Module, packed: dict) -> dict[str, set]:
+    """For each module with a quant method: the (parameter, shard id) pairs it still waits for."""
+    shard_ids: dict[str, set] = {}
+    for fused, sid in packed.values():
+        shard_ids.setdefault(fused, set()).add(sid)
+    pending: dict[str, set] = {}
+    for prefix, module in model.named_modules():
+        if getattr(module, "quant_method", None) is not None:
+            sids = shard_ids.get(prefix.rsplit(".", 1)[-1], {None})
+            pending[prefix] = {(f"{prefix}.{n}", s) for n, _ in module.named_parameters(recurse=False) for s in sids}
+    return pending
+
+
 def load_weights(model: nn.Module, weights: Iterator[tuple[str, torch.Tensor]]) -> None:
     params = dict(model.named_parameters(remove_duplicate=False))
     packed = getattr(model, "packed_modules", {})
     tied = getattr(getattr(model, "args", None), "tie_embeddings", False)
     loaded: set[str] = set()
+    # Each layer is finished (quantized, repacked) as soon as its last shard is in, so a quantized
+    # model never holds all of its dense weights at once.
+    pending = _pending_shards(model, packed)
+    modules = dict(model.named_modules())
     for name, tensor in weights:
         if "rotary_emb.inv_freq" in name:
             continue
@@ -73,21 +91,27 @@ def load_weights(model: nn.Module, weights: Iterator[tuple[str, torch.Tensor]]) 
         else:
             loader(param, tensor, shard_id)
         loaded.add(target)
+        owner = target.rsplit(".", 1)[0]
+        if owner in pending:
+            pending[owner].discard((target, shard_id))
+            if not pending[owner]:
+                del pending[owner]
+                modules[owner].quant_method.process_weights_after_loading(modules[owner])
     missing = sorted(n for n in params if n not in loaded and not (tied and n == "lm_head.weight"))
     if missing:
         raise ValueError(f"checkpoint lacks {len(missing)} parameters, e.g. {missing[:3]}")
-    for module in model.modules():
-        method = getattr(module, "quant_method", None)
-        if method is not None:
-            method.process_weights_after_loading(module)
+    for owner in pending:  # complete but never processed: shard ids the checkpoint spelled differently
+        modules[owner].quant_method.process_weights_after_loading(modules[owner])
 
 
-def load_model(model_dir: str | Path, device: torch.device, dtype: torch.dtype, hf_config=None) -> nn.Module:
+def load_model(model_dir: str | Path, device: torch.device, dtype: torch.dtype, hf_config=None,
+               quant_method=None) -> nn.Module:
     hf_config = hf_config or load_hf_config(model_dir)
+    check_dense_checkpoint(hf_config, model_dir)
     cls = resolve_model_class(hf_config)
     args = cls.args_type.from_hf(hf_config)
     with torch.device(device):
-        model = cls(args, dtype)
+        model = cls(args, dtype, quant_method=quant_method)
     load_weights(model, iter_safetensors(model_dir, device="cpu" if device.type == "cpu" else str(device)))
     return model.eval()
 

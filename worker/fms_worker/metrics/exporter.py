@@ -60,6 +60,10 @@ class ServingMetrics:
     def set_stats_source(self, source: Callable[[], EngineStats]) -> None:
         self._snapshot.source = source
 
+    def set_nvlink_peers(self, peers: dict[int, int]) -> None:
+        """From the worker's start-up topology read (fms_worker.topology)."""
+        self._snapshot.nvlink_peers = peers
+
     # ---- Observer --------------------------------------------------------------------------
 
     def on_step(self, stats: EngineStats) -> None:
@@ -98,6 +102,7 @@ class _SnapshotCollector(Collector):
     def __init__(self, gpu: GPUInfo):
         self.gpu = gpu
         self.source: Callable[[], EngineStats] = EngineStats
+        self.nvlink_peers: dict[int, int] = {}
 
     def collect(self) -> Iterable[Metric]:
         s = self.source()
@@ -120,6 +125,12 @@ class _SnapshotCollector(Collector):
                 used.add_metric([str(g.index)], g.memory_used_bytes)
                 total.add_metric([str(g.index)], g.memory_total_bytes)
             yield from (util, used, total)
+        if self.nvlink_peers:
+            peers = GaugeMetricFamily("fms_gpu_nvlink_peers", "GPUs this GPU reaches over NVLink (NVML, read at start).",
+                                      labels=["gpu"])
+            for gpu, n in sorted(self.nvlink_peers.items()):
+                peers.add_metric([str(gpu)], n)
+            yield peers
 
     def describe(self) -> Iterable[Metric]:
         return []  # values come at scrape time; skip the registration-time collect()

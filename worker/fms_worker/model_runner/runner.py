@@ -21,13 +21,16 @@ log = logging.getLogger(__name__)
 
 class ModelRunner:
     def __init__(self, model_dir: str, hf_config, device: torch.device, dtype: torch.dtype, block_size: int,
-                 enforce_eager: bool = False):
+                 enforce_eager: bool = False, model: torch.nn.Module | None = None, quant_method=None,
+                 kv_cache_dtype: torch.dtype | None = None):
         self.device, self.dtype, self.block_size = device, dtype, block_size
+        self.kv_cache_dtype = kv_cache_dtype or dtype
         # GPU: Triton paged attention over block tables, fused elementwise kernels and decode CUDA graphs
         # (the latter two unless enforce_eager). CPU: the eager SDPA path, the same math.
         self.gpu = device.type == "cuda"
         fused.enable(self.gpu and not enforce_eager)
-        self.model = load_model(model_dir, device, dtype, hf_config)
+        self.model = model if model is not None else load_model(model_dir, device, dtype, hf_config,  # TP/PP: a slice
+                                                                quant_method=quant_method)
         self.vocab_size = self.model.args.vocab_size
         self.num_kv_heads = self.model.attention_layers()[0].num_kv_heads
         self._set_backend(TritonPagedBackend if self.gpu else TorchSDPABackend)
@@ -44,7 +47,7 @@ class ModelRunner:
     def kv_bytes_per_block(self) -> int:
         attn = self.model.attention_layers()
         per_layer = 2 * self.block_size * attn[0].num_kv_heads * attn[0].head_dim
-        return per_layer * len(attn) * torch.tensor([], dtype=self.dtype).element_size()
+        return per_layer * len(attn) * self.kv_cache_dtype.itemsize
 
     def profile_free_bytes(self, max_num_batched_tokens: int, gpu_memory_utilization: float) -> int:
         """GPU: run a full-budget forward, then hand what is left of the allowed share to the cache."""
@@ -72,7 +75,7 @@ class ModelRunner:
         slots = (num_blocks + self.gpu) * self.block_size
         for attn in self.model.attention_layers():
             attn.kv_cache = torch.zeros(2, slots, attn.num_kv_heads, attn.head_dim,
-                                        dtype=self.dtype, device=self.device)  # [2, slots, Hkv, D]
+                                        dtype=self.kv_cache_dtype, device=self.device)  # [2, slots, Hkv, D]
 
     def capture_graphs(self, max_batch: int, max_model_len: int) -> float:
         """Decode CUDA graphs for batch sizes up to max_batch; returns seconds spent."""

@@ -61,7 +61,7 @@ class PipelineStage(nn.Module):
 
 
 def build_parallel_model(model_dir: str | Path, hf_config, device: torch.device, dtype: torch.dtype,
-                         stage_ranks: tuple[int | None, int | None] = (None, None)) -> nn.Module:
+                         stage_ranks: tuple[int | None, int | None] = (None, None), quant_method=None) -> nn.Module:
     """This rank's model: its tensor-parallel slice (set_parallel_state first) of its stage's layers.
 
     stage_ranks are the (previous, next) stage ranks; None at the ends.
@@ -73,7 +73,7 @@ def build_parallel_model(model_dir: str | Path, hf_config, device: torch.device,
     check_pipeline_parallel(state.pp_size, args.num_layers)
     first, last = stage_layers(args.num_layers, state.pp_size, state.pp_rank)
     with torch.device(device):
-        model = cls(dataclasses.replace(args, num_layers=last - first), dtype)
+        model = cls(dataclasses.replace(args, num_layers=last - first), dtype, quant_method=quant_method)
     load_weights(model, stage_weights(iter_model_dir(model_dir), first, last))
     model.args = args  # the whole model's shape (vocab, max positions), as the runner expects
     model = model.eval()

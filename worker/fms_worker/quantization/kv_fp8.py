@@ -27,7 +27,7 @@ def kv_cache_dtype(kv_cache_dtype: str, model_dtype: torch.dtype, device: torch.
 def write_kv(cache: torch.Tensor, slots: torch.Tensor, values: torch.Tensor, scale: float) -> None:
     """cache [S, Hkv, D], slots [T], values [T, Hkv, D]."""
     if cache.dtype != FP8:
-        cache.index_copy_(0, slots, values)
+        cache.index_copy_(0, slots, values.to(cache.dtype))
         return
     q = (values.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
     # index_copy_ has no fp8 kernel on CPU; the bytes are the same through a uint8 view.

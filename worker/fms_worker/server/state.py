@@ -61,6 +61,8 @@ class ServingState:
         self.async_engine = AsyncEngine(engine, max_waiting=self.config.batching.max_waiting, observer=self.metrics,
                                         on_fatal=self._engine_died)
         self.metrics.set_stats_source(self.async_engine.stats)
+        if (topo := getattr(engine, "topology", None)) is not None:
+            self.metrics.set_nvlink_peers(topo.nvlink_peers())
         self.async_engine.start()
         if self.phase == "loading":
             self.phase = "ready"
@@ -101,7 +103,8 @@ class ServingState:
             "device": str(getattr(self.engine, "device", c.runtime.device)), "dtype": c.precision.dtype,
             "quantization": c.precision.quantization,
             "max_model_len": self.limits.max_model_len if self.limits else None,
-            "topology": {"tensor": c.parallel.tensor, "pipeline": c.parallel.pipeline},
+            "topology": {"tensor": c.parallel.tensor, "pipeline": c.parallel.pipeline,
+                         **({"gpus": topo.summary()} if (topo := getattr(self.engine, "topology", None)) else {})},
         }
         if self.error:
             body["error"] = self.error

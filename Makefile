@@ -14,13 +14,14 @@ STAGE := hack/stage.sh
 DEPS_STAMP := $(VENV)/.fms-deps
 DEPS_INPUTS := constraints.txt requirements-test.txt operator/pyproject.toml worker/pyproject.toml
 
-.PHONY: help setup venv deps binaries models prometheus test demo up down status constraints
+.PHONY: help setup venv deps binaries models prometheus test demo up down status constraints chart
 
 help:
 	@echo "make demo        local control plane + simulated GPU fleet, operator, samples, then a real chat completion"
 	@echo "make test        set up, then pytest $(PYTEST_ARGS) (PYTEST_ARGS=... to narrow)"
 	@echo "make up|down|status   the local control plane in $(CLUSTER_DIR) (down also stops the demo's workers)"
 	@echo "make constraints regenerate constraints.txt from the current .venv"
+	@echo "make chart       copy the generated CRD and RBAC rules into charts/fms-operator and regenerate its README"
 
 $(PY):
 	@$(STAGE) venv $(PYTHON3) -m venv $(VENV)
@@ -64,3 +65,7 @@ status:
 constraints:
 	{ echo "# Exact pins of the tested environment (python 3.11). Regenerate from a working .venv: make constraints"; \
 	  $(PY) -m pip freeze --exclude-editable | grep -v -E '^(-e |#)'; } > constraints.txt
+
+# The chart's CRD, RBAC rules and README come from the operator (hack/chart_sync.py; --check in the unit tests).
+chart: deps
+	$(PY) hack/chart_sync.py

@@ -30,7 +30,8 @@ from fms_worker.encoders.batch_policy import BatchPolicy  # noqa: E402
 from fms_worker.encoders.batcher import DynamicBatcher  # noqa: E402
 from fms_worker.encoders.bert import BertArgs, BertModel  # noqa: E402
 from fms_worker.encoders.loader import LoadedEncoder  # noqa: E402
-from fms_worker.encoders.runner import DTYPES, EncoderRunner  # noqa: E402
+from fms_worker.device import DTYPES  # noqa: E402
+from fms_worker.encoders.runner import EncoderRunner  # noqa: E402
 
 BERT_BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                  intermediate_size=3072, max_position_embeddings=512)

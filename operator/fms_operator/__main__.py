@@ -22,6 +22,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="watch only this namespace (repeatable; globs allowed); cluster-wide when not given")
     p.add_argument("--peering", metavar="NAME", default=None,
                    help="coordinate with other operator replicas through this (cluster)kopfpeering; default: standalone")
+    p.add_argument("--priority", type=int, default=0,
+                   help="kopf peering priority: the highest-priority live replica handles events (the chart passes the pod index)")
     p.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", metavar="URL",
                    help="kopf liveness endpoint; empty disables")
     p.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port; 0 disables")
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         namespaces=args.namespace,
         standalone=args.peering is None,
         peering_name=args.peering,
+        priority=args.priority,
         liveness_endpoint=args.liveness or None,
     )
     return 0

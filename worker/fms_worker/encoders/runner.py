@@ -7,21 +7,11 @@ import bisect
 import numpy as np
 import torch
 
+from fms_worker.device import DTYPES
 from fms_worker.encoders.batch_policy import DEFAULT_LENGTH_BUCKETS, length_bucket
 from fms_worker.encoders.cuda_graphs import CudaGraphCache
 from fms_worker.encoders.loader import LoadedEncoder
 from fms_worker.encoders.pooling import normalize, pool
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("runtime.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
-    return torch.device(name)
-
 
 class EncoderRunner:
     def __init__(self, enc: LoadedEncoder, device: torch.device, dtype: torch.dtype, *, cuda_graphs: bool = False,

@@ -17,7 +17,8 @@ from fms_worker.encoders.batcher import DynamicBatcher
 from fms_worker.encoders.image_processor import ImageError
 from fms_worker.encoders.loader import LoadedEncoder, load_encoder
 from fms_worker.encoders.result_cache import ResultCache, input_key
-from fms_worker.encoders.runner import DTYPES, EncoderRunner, resolve_device
+from fms_worker.device import DTYPES, resolve_device
+from fms_worker.encoders.runner import EncoderRunner
 from fms_worker.encoders.types import (Classifications, EncoderBusy, EncoderObserver, EncoderRequestError,
                                        EncoderTimeout, Embeddings, LabelScore, NullObserver)
 

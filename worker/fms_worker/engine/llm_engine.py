@@ -15,6 +15,7 @@ from transformers import AutoTokenizer, GenerationConfig
 
 from fms_worker.config import WorkerConfig
 from fms_worker.engine.distributed import make_runner
+from fms_worker.device import DTYPES, resolve_device
 from fms_worker.engine.request import RequestState
 from fms_worker.engine.types import EngineStats, RequestOutput, SamplingParams
 from fms_worker.kv_cache import KVCacheManager
@@ -22,17 +23,6 @@ from fms_worker.loader.weights import load_hf_config
 from fms_worker.scheduler import Scheduler, SchedulerConfig, SchedulerOutput, Sequence
 
 log = logging.getLogger(__name__)
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("runtime.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
-    return torch.device(name)
-
 
 def _eos_ids(model_dir: str, tokenizer, hf_config) -> set[int]:
     ids: set[int] = set()
@@ -51,7 +41,7 @@ class LLMEngine:
         self.config = config
         path = config.model.path
         self.device = resolve_device(config.runtime.device)
-        self.dtype = _DTYPES[config.precision.dtype]
+        self.dtype = DTYPES[config.precision.dtype]
         torch.manual_seed(config.runtime.seed)
         hf_config = load_hf_config(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)

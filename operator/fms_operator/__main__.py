@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import logging
 import sys
 
 import kopf
 
-from fms_operator import metrics
+from fms_operator import logs, metrics
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,8 +42,7 @@ def _limit_malloc_arenas(n: int = 2) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _limit_malloc_arenas()
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.verbose)
     import fms_operator.handlers  # noqa: F401  registers the kopf handlers
 
     if args.metrics_port:

@@ -37,7 +37,8 @@ RESYNC_S = 120.0
 CONCURRENCY = 8  # reconciles in flight; more only adds contention on a small machine (bench: 32 was slower)
 
 Key = tuple[str, str]
-INDICES = ("fms_objects", "fms_configmaps", "fms_services", "fms_pdbs", "fms_deployments", "fms_statefulsets", "fms_pods")
+INDICES = ("fms_objects", "fms_configmaps", "fms_services", "fms_pdbs", "fms_pvcs", "fms_deployments", "fms_statefulsets",
+           "fms_pods")
 
 
 def _emit(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
@@ -144,6 +145,11 @@ async def fms_pdbs(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: An
     return _owned(body, namespace, labels, observed_from(body))
 
 
+@kopf.index("persistentvolumeclaims", labels=OWNED)
+async def fms_pvcs(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict:
+    return _owned(body, namespace, labels, observed_from(body))
+
+
 @kopf.index("apps", "v1", "deployments", labels=OWNED)
 async def fms_deployments(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict:
     return _owned(body, namespace, labels, (observed_from(body), deployment_view(body)))
@@ -163,7 +169,7 @@ def snapshot(key: Key, idx: dict[str, Any]) -> Snapshot | None:
     bodies = idx["fms_objects"].get(key)
     if not bodies:
         return None
-    observed = [o for name in ("fms_configmaps", "fms_services", "fms_pdbs") for o in idx[name].get(key, [])]
+    observed = [o for name in ("fms_configmaps", "fms_services", "fms_pdbs", "fms_pvcs") for o in idx[name].get(key, [])]
     deployments = list(idx["fms_deployments"].get(key, []))
     observed += [o for o, _ in deployments]
     body = next(iter(bodies))
@@ -213,6 +219,11 @@ async def configmap_deleted(body: kopf.Body, namespace: str, labels: kopf.Labels
 
 @kopf.on.event("services", labels=OWNED, when=_deleted)
 async def service_deleted(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> None:
+    await _owned_deleted(body, namespace, labels)
+
+
+@kopf.on.event("persistentvolumeclaims", labels=OWNED, when=_deleted)
+async def pvc_deleted(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> None:
     await _owned_deleted(body, namespace, labels)
 
 

@@ -21,6 +21,7 @@ _PATHS = {
     "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
     "PodDisruptionBudget": "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}",
     "StatefulSet": "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}",
+    "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}",
     "ResourceClaimTemplate": "/apis/resource.k8s.io/v1/namespaces/{ns}/resourceclaimtemplates/{name}",
     "FoundationModelService": f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{PLURAL}/{{name}}",
 }

@@ -37,6 +37,8 @@ RULES: tuple[Rule, ...] = (
     Rule("policy", ("poddisruptionbudgets",), tuple(_OWNED), "owned PodDisruptionBudget"),
     Rule("apps", ("statefulsets",), tuple(_OWNED), "owned StatefulSets of multi-node pipeline groups"),
     Rule("resource.k8s.io", ("resourceclaimtemplates",), tuple(_OWNED), "owned DRA ResourceClaimTemplate (gpuAllocation dra)"),
+    Rule("", ("persistentvolumeclaims",), ("get", "list", "watch", "create", "patch"),
+         "owned model cache claim (caching.modelCache.claim); never deleted by the operator, the garbage collector does"),
     Rule("", ("pods",), ("get", "list", "watch", "patch"), "status from pod state; the autoscaler annotates pods it scrapes"),
     Rule("", ("events",), ("create", "patch"), "Kubernetes Events (kopf posts core/v1 events)"),
     Rule("events.k8s.io", ("events",), ("create", "patch"), "Kubernetes Events (events.k8s.io)"),

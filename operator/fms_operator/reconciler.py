@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -56,7 +57,7 @@ def utcnow() -> str:
 
 
 class Reconciler:
-    def __init__(self, kube: KubeWriter, emit: Emit, clock: Callable[[], str] = utcnow) -> None:
+    def __init__(self, kube: KubeWriter, emit: Emit, clock: Callable[[], str] = utcnow, started_at: float | None = None) -> None:
         self.kube = kube
         self.emit = emit
         self.clock = clock
@@ -66,6 +67,10 @@ class Reconciler:
         self.recheck_after: dict[tuple[str, str], float] = {}  # seconds; the handlers re-mark the fms then
         self._rendered: dict[tuple[str, str], tuple[tuple[Any, Any], FMS, list[dict[str, Any]]]] = {}
         self._locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        # Pods whose start-up went into the histogram. Pods that became ready before this process started
+        # are left out: the previous operator (or peer) counted them. Whole seconds, as in pod timestamps.
+        self.started_at = float(int(time.time())) if started_at is None else started_at
+        self._startups_seen: dict[tuple[str, str], set[str]] = defaultdict(set)
 
     def forget(self, namespace: str, fms_name: str, kind: str | None = None, name: str | None = None) -> None:
         """An owned object was deleted (or the fms itself, when kind is None)."""
@@ -75,6 +80,7 @@ class Reconciler:
             self.statuses.pop(key, None)
             self._rendered.pop(key, None)
             self._locks.pop(key, None)
+            self._startups_seen.pop(key, None)
         else:
             self.applied[key].pop((kind, name or ""), None)
 
@@ -99,7 +105,17 @@ class Reconciler:
             if is_grouped(fms):
                 self._check_gangs(fms, key, snap, status)
             self._write_status(snap.body, key, status)
+            self._observe_startups(key, snap.pods)
             return actions
+
+    def _observe_startups(self, key: tuple[str, str], pods: list[PodView]) -> None:
+        seen = self._startups_seen[key]
+        seen &= {p.name for p in pods}  # only live pods can come back
+        for pod in pods:
+            if pod.startup and pod.name not in seen:
+                seen.add(pod.name)
+                if pod.startup.ready_at >= self.started_at:
+                    metrics.observe_startup(pod.startup.seconds)
 
     def _render(self, key: tuple[str, str], body: dict[str, Any]) -> tuple[FMS, list[dict[str, Any]]]:
         """Parse and render once per (uid, generation): most reconciles are status refreshes."""

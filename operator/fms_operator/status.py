@@ -11,11 +11,13 @@ from typing import Any, Mapping
 
 from fms_operator import placement
 from fms_operator.api.resource import FMS
+from fms_operator.fetch_status import FetchView, Startup, failure, fetch_view, model_condition, startup, startup_report
+from fms_operator.render.fetch import FETCH_CONTAINER, fetch_uri
 from fms_operator.render.group import GROUP_LABEL
 from fms_operator.render.meta import selector_string
 from fms_operator.render.service import endpoint
 
-CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "Placed")
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "Placed", "ModelReady")
 MAX_PLACEMENT_ROWS = 100
 _BAD_WAITING = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError",
                 "CreateContainerError", "InvalidImageName", "RunContainerError"}
@@ -44,6 +46,8 @@ class PodView:
     problem: tuple[str, str] | None  # (reason, message) of a failing container
     group: str | None = None  # pipeline group (parallelism.nodes > 1)
     created: str = ""  # creationTimestamp, for the gang timeout
+    fetch: FetchView | None = None  # the fetch-model init container
+    startup: Startup | None = None  # scheduled -> Ready, once ready
 
 
 def deployment_view(body: Mapping[str, Any]) -> DeploymentView:
@@ -65,6 +69,9 @@ def _container_problem(st: Mapping[str, Any]) -> tuple[str, str] | None:
     """The first failing container: init containers (the model fetch) first, then the worker."""
     for field_name, exited in (("initContainerStatuses", "InitContainerFailed"), ("containerStatuses", "WorkerExited")):
         for cs in st.get(field_name) or []:
+            if field_name == "initContainerStatuses" and cs.get("name") == FETCH_CONTAINER:
+                if (view := fetch_view(st)) and view.state == "failed":  # its exit code names the fix
+                    return failure(view)
             state, last = cs.get("state") or {}, cs.get("lastState") or {}
             terminated = state.get("terminated") or last.get("terminated")
             waiting = state.get("waiting") or {}
@@ -93,6 +100,8 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         problem=_container_problem(st),
         group=(body["metadata"].get("labels") or {}).get(GROUP_LABEL),
         created=body["metadata"].get("creationTimestamp") or "",
+        fetch=fetch_view(st),
+        startup=startup(st),
     )
 
 
@@ -141,7 +150,8 @@ def conditions(fms: FMS, dep: DeploymentView | None, pods: list[PodView]) -> lis
         ready_c = _cond("Ready", True, "AllReplicasReady", f"{ready}/{desired} replicas ready")
     else:
         ready_c = _cond("Ready", False, "ReplicasNotReady", f"{ready}/{desired} replicas ready")
-    return [ready_c, progressing, degraded, placed]
+    model_ready, _ = model_condition(fetch_uri(fms), [(p.name, p.fetch) for p in live])
+    return [ready_c, progressing, degraded, placed, model_ready]
 
 
 def phase(desired: int, conds: list[dict[str, Any]]) -> str:
@@ -173,6 +183,8 @@ def compute(fms: FMS, dep: DeploymentView | None, pods: list[PodView], previous:
     """The operator's part of .status (the autoscaler owns lastScale)."""
     conds = conditions(fms, dep, pods)
     live = sorted((p for p in pods if not p.deleting), key=lambda p: p.name)
+    _, fetched = model_condition(fetch_uri(fms), [(p.name, p.fetch) for p in live])
+    started = startup_report([p.startup for p in live if p.startup])
     return {
         "observedGeneration": fms.generation,
         "phase": phase(fms.spec.replicas, conds),
@@ -185,6 +197,9 @@ def compute(fms: FMS, dep: DeploymentView | None, pods: list[PodView], previous:
         "gpusPerReplica": fms.spec.gpus_per_replica,
         "endpoint": endpoint(fms),
         "placement": [{"pod": p.name, "node": p.node, "phase": p.phase} for p in live[:MAX_PLACEMENT_ROWS]],
+        # Kept when the pods are gone (scaled to zero): the cache and the last start-up times are still facts.
+        "modelFetch": fetched or previous.get("modelFetch"),
+        "startup": started or previous.get("startup"),
     }
 
 

@@ -94,3 +94,15 @@ def test_fp8_kv_cache_round_trip():
     slots = torch.tensor([3, 9, 17, 40, 63], device=CUDA)
     write_kv(cache, slots, k, 0.5)
     assert _rel(read_kv(cache, slots, 0.5, torch.bfloat16), k) < 0.05
+
+
+@pytest.mark.parametrize("n,k", [(384, 256), (256, 512), (1024, 256)])
+@pytest.mark.parametrize("m", [1, 5, 37, 64])
+def test_sparse24_small_shapes(n, k, m):
+    """The tiny test model's shapes, token counts that are not multiples of the kernel tile."""
+    w24 = prune_24(torch.randn(n, k, device=CUDA) * k**-0.5)
+    layer = _layer(Sparse24LinearMethod(), w24)
+    x = torch.randn(m, k, device=CUDA, dtype=torch.bfloat16)
+    y = layer(x)
+    assert y.is_contiguous()  # the paged-attention kernel reads q/k/v rows by stride
+    assert _rel(y, x.float() @ w24.t()) < 0.01

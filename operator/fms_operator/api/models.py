@@ -143,9 +143,33 @@ class BatchingSpec(_Spec):
     max_queue_delay_microseconds: int | None = Field(default=None, ge=0, le=1000000, description="Encoders only: longest wait to fill a batch.")
 
 
+class CacheClaimSpec(_Spec):
+    model_config = ConfigDict(json_schema_extra=rules(
+        ("self.accessMode == oldSelf.accessMode && has(self.storageClassName) == has(oldSelf.storageClassName)"
+         " && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
+         "caching.modelCache.claim.accessMode and storageClassName cannot change once the claim exists (a PVC's are immutable);"
+         " delete the PVC <name>-model-cache first, or keep them"),
+    ))
+    size: str = Field(default="200Gi", max_length=32, pattern=QUANTITY,
+                      description="Requested size; growing it needs a StorageClass with allowVolumeExpansion.")
+    storage_class_name: str | None = Field(default=None, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                                           description="StorageClass of the claim; the cluster default when unset.")
+    access_mode: Literal["ReadWriteMany", "ReadWriteOnce"] = Field(
+        default="ReadWriteMany",
+        description="ReadWriteMany: one cache for all replicas on any node; ReadWriteOnce: only while all replicas share a node (else use hostPath).")
+
+
 class ModelCacheSpec(_Spec):
-    claim_name: str | None = Field(default=None, max_length=253, pattern=DNS_LABEL, description="PVC for downloaded weights and compile caches; an emptyDir when unset.")
-    size_limit: str = Field(default="100Gi", max_length=32, pattern=QUANTITY, description="Size limit of the emptyDir cache.")
+    model_config = ConfigDict(json_schema_extra=rules(
+        ("[has(self.claimName), has(self.claim), has(self.hostPath)].filter(x, x).size() <= 1",
+         "caching.modelCache takes at most one of claimName (an existing PVC), claim (a PVC the operator creates) or hostPath"),
+    ))
+    claim_name: str | None = Field(default=None, max_length=253, pattern=DNS_LABEL,
+                                   description="Existing PVC for downloaded weights and compile caches, e.g. one ReadWriteMany claim shared by every fms of the namespace.")
+    claim: CacheClaimSpec | None = Field(default=None, description="The operator creates the PVC <name>-model-cache, shared by this fms's replicas and deleted with it.")
+    host_path: str | None = Field(default=None, max_length=1024, pattern=r"^/[^:]*$",
+                                  description="Node-local cache directory (hostPath), shared by the replicas on each node; must be writable by uid 1000.")
+    size_limit: str = Field(default="100Gi", max_length=32, pattern=QUANTITY, description="Size limit of the emptyDir cache (when no other form is set).")
 
 
 class CachingSpec(_Spec):
@@ -278,7 +302,7 @@ class FoundationModelServiceSpec(_Spec):
 
 
 class Condition(_Spec):
-    type: Literal["Ready", "Progressing", "Degraded", "Placed"] = Field(description="Condition type.")
+    type: Literal["Ready", "Progressing", "Degraded", "Placed", "ModelReady"] = Field(description="Condition type.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(default="", max_length=128, description="CamelCase reason.")
     message: str = Field(default="", max_length=4096, description="Human-readable detail.")
@@ -307,11 +331,29 @@ class ReplicaPlacement(_Spec):
     phase: str = Field(default="", max_length=32, description="Pod phase.")
 
 
+class ModelFetchStatus(_Spec):
+    source: str = Field(default="", max_length=1100, description="Source the fetch-model step read (with @revision for hf).")
+    pods: int = Field(default=0, ge=0, description="Live pods whose fetch-model step finished.")
+    cached_pods: int = Field(default=0, ge=0, description="Of those, pods that found the weights already on the cache volume.")
+    cached: bool | None = Field(default=None, description="True when no pod had to download (a warm cache, a pvc or image path).")
+    fetch_seconds: float | None = Field(default=None, ge=0, description="Wall time of the download that filled the cache.")
+    seconds: float | None = Field(default=None, ge=0, description="Longest fetch-model run among the pods.")
+    bytes: int | None = Field(default=None, ge=0, description="Model size on the cache volume.")
+    revision: str | None = Field(default=None, max_length=128, description="Commit the hf revision resolved to.")
+
+
+class StartupStatus(_Spec):
+    replicas: int = Field(default=0, ge=0, description="Ready replicas measured (containers never restarted).")
+    last_seconds: float = Field(default=0, ge=0, description="Scheduled -> Ready of the replica that became ready last.")
+    p50_seconds: float = Field(default=0, ge=0, description="Median scheduled -> Ready.")
+    max_seconds: float = Field(default=0, ge=0, description="Slowest scheduled -> Ready.")
+
+
 class FoundationModelServiceStatus(_Spec):
     observed_generation: int | None = Field(default=None, ge=0, description="Generation the status describes.")
     phase: str = Field(default="", max_length=32, description="Summary for kubectl: Ready, Progressing, Pending, Degraded or ScaledToZero.")
     model: str = Field(default="", max_length=1100, description="Model source as a URI (pvc://, hf://, s3:// or a path).")
-    conditions: list[Condition] = Field(default_factory=list, max_length=8, description="Ready, Progressing, Degraded, Placed.")
+    conditions: list[Condition] = Field(default_factory=list, max_length=8, description="Ready, Progressing, Degraded, Placed, ModelReady.")
     replicas: int = Field(default=0, ge=0, description="Worker pods that exist (scale subresource).")
     ready_replicas: int = Field(default=0, ge=0, description="Worker pods that are ready.")
     desired_replicas: int = Field(default=0, ge=0, description="Replicas asked for (spec.replicas).")
@@ -320,3 +362,5 @@ class FoundationModelServiceStatus(_Spec):
     endpoint: Endpoint | None = Field(default=None, description="Where to send requests.")
     last_scale: ScalingDecision | None = Field(default=None, description="The autoscaler's last decision.")
     placement: list[ReplicaPlacement] = Field(default_factory=list, max_length=1000, description="Where the replicas landed.")
+    model_fetch: ModelFetchStatus | None = Field(default=None, description="What the pods' fetch-model step reported (ModelReady has failures).")
+    startup: StartupStatus | None = Field(default=None, description="Per-replica start-up time, pod scheduled -> Ready.")

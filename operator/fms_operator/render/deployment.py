@@ -8,6 +8,8 @@ from typing import Any
 from fms_operator import placement
 from fms_operator.api.resource import FMS
 from fms_operator.render import dra
+from fms_operator.render.cache import VOLUME as CACHE_VOLUME
+from fms_operator.render.cache import cache_volume
 from fms_operator.render.meta import CONFIG_HASH, config_map_name, digest, labels, metadata, selector_labels
 from fms_operator.render.fetch import add_fetch_step
 from fms_operator.render.worker_config import CACHE_DIR, COMPILE_DIR, CONFIG_DIR, CONFIG_KEY, SOURCE_MOUNT, worker_config
@@ -33,20 +35,18 @@ def _env(fms: FMS) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 def _volumes(fms: FMS) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     spec = fms.spec
-    cache = spec.caching.model_cache
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": config_map_name(fms)}},
         {"name": "tmp", "emptyDir": {}},
         # NCCL and torch worker processes share memory through /dev/shm.
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
-        {"name": "model-cache", "persistentVolumeClaim": {"claimName": cache.claim_name}} if cache.claim_name
-        else {"name": "model-cache", "emptyDir": {"sizeLimit": cache.size_limit}},
+        cache_volume(fms),
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "dshm", "mountPath": "/dev/shm"},
-        {"name": "model-cache", "mountPath": CACHE_DIR},
+        {"name": CACHE_VOLUME, "mountPath": CACHE_DIR},
     ]
     if spec.model.source.pvc:
         volumes.append({"name": "model-source",

@@ -35,6 +35,8 @@ BAD = {
     "no-chunked-small-budget": (spec(model={"source": HF, "maxModelLen": 4096}, batching={"chunkedPrefill": False, "maxNumBatchedTokens": 2048}),
                                 "without chunkedPrefill, batching.maxNumBatchedTokens must be at least model.maxModelLen"),
     "same-ports": (spec(worker={"port": 9090}), "worker.port and worker.metricsPort must differ"),
+    "two-cache-forms": (spec(caching={"modelCache": {"claimName": "models", "hostPath": "/var/cache/fms"}}),
+                        "caching.modelCache takes at most one of claimName"),
 }
 
 

@@ -14,7 +14,7 @@ from fms_worker.engine.llm_engine import LLMEngine
 from fms_worker.engine.types import SamplingParams
 from tiny_models import write_tiny_llama
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # spawns rank processes: ~20-60 s each on 2 cores
 
 SMOL_PROMPTS = ["The capital of France is", "def fibonacci(n):", "Water boils at", "Once upon a time, there was"]
 

@@ -73,16 +73,20 @@ def test_runs_as_non_root(dockerfile):
 
 
 def test_worker_image_user_matches_the_pod_the_operator_renders(sample_worker_pod):
-    # The operator's worker pod sets runAsUser; the image's /models must belong to that user.
+    # The operator's worker pod sets runAsUser; the image's cache directory must belong to that user.
     ctx = sample_worker_pod["spec"]["securityContext"]
     users = [args for word, args in _instructions((REPO / "Dockerfile.worker").read_text()) if word == "USER"]
     assert users[-1] == f"{ctx['runAsUser']}:{ctx['runAsGroup']}"
 
 
-def test_worker_image_keeps_models_on_a_volume():
+def test_worker_image_keeps_models_on_a_volume(sample_worker_pod):
+    # The image's volume and HF_HOME are where the operator mounts the model cache and points HF_HOME.
+    worker = sample_worker_pod["spec"]["containers"][0]
+    cache = next(m["mountPath"] for m in worker["volumeMounts"] if m["name"] == "model-cache")
+    hf_home = next(e["value"] for e in worker["env"] if e["name"] == "HF_HOME")
     text = (REPO / "Dockerfile.worker").read_text()
-    assert 'VOLUME ["/models"]' in text
-    assert "HF_HOME=/models/hf" in text
+    assert f'VOLUME ["{cache}"]' in text
+    assert f"HF_HOME={hf_home}" in text
 
 
 def test_operator_image_has_no_torch():

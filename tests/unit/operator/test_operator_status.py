@@ -55,8 +55,13 @@ def test_views_read_real_bodies():
          "lastState": {"terminated": {"exitCode": 2, "message": "CUDA out of memory: model needs 140 GiB"}}}]}})
     assert crashed.problem[0] == "WorkerExited" and "140 GiB" in crashed.problem[1]
     fetch = pod_view({"metadata": {"name": "w-3"}, "spec": {"nodeName": "n"}, "status": {"phase": "Pending", "initContainerStatuses": [
-        {"name": "fetch-model", "state": {"terminated": {"exitCode": 1, "message": "hf://o/m: repository not found"}}}]}})
-    assert fetch.problem == ("InitContainerFailed", "container fetch-model exited with code 1: hf://o/m: repository not found")
+        {"name": "fetch-model", "state": {"terminated": {"exitCode": 3, "message": "model hf://o/m not found"}}}]}})
+    # the fetcher's exit code names the fix (fetch_status.FETCH_FAILURES)
+    assert fetch.problem == ("ModelNotFound", "fetch-model exited with code 3: model hf://o/m not found (what to do: fix the "
+                             "model name, revision, bucket, prefix or path in spec.model)")
+    image = pod_view({"metadata": {"name": "w-4"}, "spec": {"nodeName": "n"}, "status": {"phase": "Pending", "initContainerStatuses": [
+        {"name": "fetch-model", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "pull access denied"}}}]}})
+    assert image.problem == ("ImagePullBackOff", "container fetch-model: pull access denied")
     d = deployment_view({"metadata": {"generation": 3}, "spec": {"replicas": 2},
                          "status": {"observedGeneration": 3, "replicas": 2, "readyReplicas": 1, "updatedReplicas": 2}})
     assert (d.generation, d.ready_replicas, d.spec_replicas) == (3, 1, 2)
@@ -66,7 +71,7 @@ def test_transition_time_kept_when_status_unchanged():
     fms = make_fms()
     first = compute(fms, dep(), [pod()], {}, "T1")
     second = compute(fms, dep(), [pod()], first, "T2")
-    assert [c["lastTransitionTime"] for c in second["conditions"]] == ["T1"] * 4
+    assert [c["lastTransitionTime"] for c in second["conditions"]] == ["T1"] * 5
     assert transitions(first, second) == []
     third = compute(fms, dep(ready=0), [pod(ready=False)], second, "T3")
     ready = next(c for c in third["conditions"] if c["type"] == "Ready")
@@ -79,3 +84,37 @@ def test_scale_subresource_fields():
     assert (status["replicas"], status["readyReplicas"], status["desiredReplicas"]) == (2, 2, 3)
     assert status["selector"] == "serving.fms.dev/name=llm"
     assert status["endpoint"]["url"] == "http://llm.ns.svc.cluster.local:8000/v1"
+
+
+FETCH_OK = '{"cached": true, "seconds": 0.1, "fetch_seconds": 61.0, "bytes": 100, "files": 3}'
+
+
+def _fetch_pod(name, fetch_state, ready=False, scheduled="2026-01-01T00:00:00Z", ready_at="2026-01-01T00:02:00Z"):
+    conds = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": scheduled},
+             {"type": "Ready", "status": str(ready), "lastTransitionTime": ready_at}]
+    return pod_view({"metadata": {"name": name}, "spec": {"nodeName": "n"}, "status": {
+        "phase": "Running" if ready else "Pending", "conditions": conds,
+        "initContainerStatuses": [{"name": "fetch-model", **fetch_state}],
+        "containerStatuses": [{"name": "worker", "restartCount": 0}]}})
+
+
+def test_failed_fetch_is_model_ready_false_and_degraded():
+    failing = _fetch_pod("w-0", {"state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                 "lastState": {"terminated": {"exitCode": 4, "message": "access to hf://org/m denied (401)"}}})
+    status = compute(make_fms(), dep(ready=0), [failing], {}, "T1")
+    c = conds(status)
+    assert c["ModelReady"] == ("False", "BadCredentials") and c["Degraded"] == ("True", "BadCredentials")
+    assert status["phase"] == "Degraded"
+    degraded = next(x for x in status["conditions"] if x["type"] == "Degraded")
+    assert degraded["message"].startswith("w-0: fetch-model exited with code 4; retrying: access to hf://org/m denied (401)")
+
+
+def test_model_fetch_and_startup_in_status_survive_scale_to_zero():
+    ready = _fetch_pod("w-0", {"state": {"terminated": {"exitCode": 0, "message": FETCH_OK}}}, ready=True)
+    status = compute(make_fms(), dep(), [ready], {}, "T1")
+    assert conds(status)["ModelReady"] == ("True", "Cached")
+    assert status["modelFetch"]["cached"] is True and status["modelFetch"]["fetchSeconds"] == 61.0
+    assert status["startup"] == {"replicas": 1, "lastSeconds": 120.0, "p50Seconds": 120.0, "maxSeconds": 120.0}
+    gone = compute(make_fms({"replicas": 0}), dep(ready=0, updated=0, replicas=0, spec=0), [], status, "T2")
+    assert (gone["modelFetch"], gone["startup"]) == (status["modelFetch"], status["startup"])
+    assert conds(gone)["ModelReady"] == ("Unknown", "Pending")

@@ -23,6 +23,7 @@ import sys
 import torch
 
 from fms_worker.config import WorkerConfig
+from fms_worker.device import DTYPES
 from fms_worker.loader.weights import load_hf_config
 from fms_worker.model_runner import ModelRunner
 from fms_worker.models.registry import resolve_model_class
@@ -95,7 +96,7 @@ class ParallelRunner:
 
 
 def _dtype(config: WorkerConfig) -> torch.dtype:
-    return getattr(torch, config.precision.dtype)
+    return DTYPES[config.precision.dtype]
 
 
 def _rank_device(device: torch.device, gpus: list[int], rank: int) -> torch.device:

@@ -8,6 +8,7 @@ weight stays dense, so results are the same and only the speed differs.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +57,11 @@ class Sparse24LinearMethod(StagedLinearMethod):
             raise ValueError(f"2:4 sparse kernels need weight dimensions divisible by 64; this layer is [{n}, {k}]")
         from torch.sparse import to_sparse_semi_structured
 
-        set_param(layer, "weight", to_sparse_semi_structured(weight))
+        with warnings.catch_warnings():  # torch marks the API "prototype" on every conversion
+            warnings.filterwarnings("ignore", message="The PyTorch API of SparseSemiStructuredTensor")
+            set_param(layer, "weight", to_sparse_semi_structured(weight))
 
     def apply(self, layer, x, bias):
-        return F.linear(x, layer.weight, bias)
+        # The sparse kernel computes (W x^T)^T and returns that transposed view; kernels downstream
+        # (paged attention) index rows by stride and expect the last dimension dense.
+        return F.linear(x, layer.weight, bias).contiguous()

@@ -6,8 +6,6 @@ makes greedy choices clear-cut enough for token-for-token equality.
 
 from __future__ import annotations
 
-import random
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,28 +16,6 @@ pytestmark = [
     # inductor itself trips this deprecation inside torch 2.11; not ours to fix
     pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
 ]
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
-
-
-def _tokenizer_dir() -> Path:
-    for d in (REPO / ".device" / "tokenizer", REPO / ".cache" / "models" / "smollm2-135m"):
-        if (d / "tokenizer.json").exists():
-            return d
-    pytest.skip("no tokenizer files (.device/tokenizer or .cache/models/smollm2-135m)")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    import random_model
-
-    return random_model.write("llama-tiny", tmp_path_factory.mktemp("tiny"), _tokenizer_dir())
-
-
-def _prompts(n=8, seed=0):
-    rng = random.Random(seed)
-    return [[rng.randrange(49152) for _ in range(rng.randint(3, 70))] for _ in range(n)]
 
 
 def _greedy(model_dir: Path, device: str, eager: bool, prompts, max_tokens=24):
@@ -70,8 +46,8 @@ def _no_tf32():
     torch.backends.cuda.matmul.allow_tf32 = old
 
 
-def test_graph_path_matches_eager_and_cpu(tiny_dir):
-    prompts = _prompts()
+def test_graph_path_matches_eager_and_cpu(tiny_dir, make_prompts):
+    prompts = make_prompts()
     graph, used = _greedy(tiny_dir, "cuda", False, prompts)
     assert used, "the CUDA-graph path was not taken"
     eager, _ = _greedy(tiny_dir, "cuda", True, prompts)
@@ -80,10 +56,10 @@ def test_graph_path_matches_eager_and_cpu(tiny_dir):
     assert graph == cpu
 
 
-def test_matches_transformers(tiny_dir):
+def test_matches_transformers(tiny_dir, make_prompts):
     from transformers import AutoModelForCausalLM
 
-    prompts = _prompts(4, seed=1)
+    prompts = make_prompts(4, seed=1)
     ours, _ = _greedy(tiny_dir, "cuda", False, prompts, max_tokens=16)
     hf = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).cuda()
     for p, o in zip(prompts, ours):

@@ -7,8 +7,6 @@ mixing these bf16 engines with the float32 ones of test_gpu_engine.py exceeds dy
 
 from __future__ import annotations
 
-import random
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +15,6 @@ from safetensors.torch import load_file, save_file
 
 pytestmark = pytest.mark.gpu
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
 
 STRICT = 8  # leading greedy tokens compared
 # Measured on H200 (bf16, unquantized): 97% of the first 8 tokens agree between the paths; trajectories
@@ -35,20 +31,6 @@ SCHEMES = {
 }
 
 
-def _tokenizer_dir() -> Path:
-    for d in (REPO / ".device" / "tokenizer", REPO / ".cache" / "models" / "smollm2-135m"):
-        if (d / "tokenizer.json").exists():
-            return d
-    pytest.skip("no tokenizer files (.device/tokenizer or .cache/models/smollm2-135m)")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    import random_model
-
-    return random_model.write("llama-tiny", tmp_path_factory.mktemp("tiny"), _tokenizer_dir())
-
-
 @pytest.fixture(scope="module")
 def tiny24_dir(tiny_dir, tmp_path_factory) -> Path:
     """The tiny model with every projection pruned to 2:4."""
@@ -62,11 +44,6 @@ def tiny24_dir(tiny_dir, tmp_path_factory) -> Path:
         else:
             out.joinpath(f.name).write_bytes(f.read_bytes())
     return out
-
-
-def _prompts(n=8, seed=0):
-    rng = random.Random(seed)
-    return [[rng.randrange(49152) for _ in range(rng.randint(3, 70))] for _ in range(n)]
 
 
 def _greedy(model_dir: Path, precision: dict, eager: bool, prompts, max_tokens=24):
@@ -107,13 +84,13 @@ _XFAIL = {
 
 @pytest.mark.parametrize("scheme", [pytest.param(s, marks=pytest.mark.xfail(reason=_XFAIL[s])) if s in _XFAIL else s
                                     for s in SCHEMES])
-def test_graph_path_matches_eager(tiny_dir, tiny24_dir, scheme):
+def test_graph_path_matches_eager(tiny_dir, tiny24_dir, scheme, make_prompts):
     from fms_worker.quantization.fp8 import fp8_unsupported_reason
 
     if "fp8" in scheme and fp8_unsupported_reason(torch.device("cuda")):
         pytest.skip(fp8_unsupported_reason(torch.device("cuda")))
     model_dir = tiny24_dir if scheme == "sparse24" else tiny_dir
-    prompts = _prompts()
+    prompts = make_prompts()
     graph, used = _greedy(model_dir, SCHEMES[scheme], False, prompts)
     assert used, "the CUDA-graph path was not taken"
     eager, _ = _greedy(model_dir, SCHEMES[scheme], True, prompts)

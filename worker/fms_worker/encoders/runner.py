@@ -7,7 +7,6 @@ import bisect
 import numpy as np
 import torch
 
-from fms_worker.device import DTYPES
 from fms_worker.encoders.batch_policy import DEFAULT_LENGTH_BUCKETS, length_bucket
 from fms_worker.encoders.cuda_graphs import CudaGraphCache
 from fms_worker.encoders.loader import LoadedEncoder

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from fms_worker.parallel import get_parallel_state, tp_all_gather, tp_all_reduce
-from fms_worker.parallel.state import divide
 
 
 class VocabParallelEmbedding(nn.Module):

@@ -112,6 +112,20 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except ConfigError as exc:
         return _fatal(f"invalid config: {exc}", EXIT_BAD_CONFIG)
+    from fms_worker.parallel.group import pod_group
+
+    try:
+        group = pod_group(os.environ)
+    except ValueError as exc:
+        return _fatal(f"invalid pipeline group: {exc}", EXIT_BAD_CONFIG)
+    if group is not None and not group.is_leader:  # a group follower: no API, it executes the leader's steps
+        from fms_worker.engine.distributed import follow_group
+
+        try:
+            return follow_group(config, group)
+        except Exception as exc:  # e.g. the leader went away
+            logging.getLogger("fms_worker").exception("group follower failed")
+            return _fatal(f"pipeline group follower {group.index} failed: {exc}", 1)
     from fms_worker.server.runner import serve  # heavy imports only once the config is good
 
     try:

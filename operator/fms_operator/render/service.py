@@ -5,7 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from fms_operator.api.resource import FMS
+from fms_operator.render import group
 from fms_operator.render.meta import metadata, selector_labels
+
+
+def serving_selector(fms: FMS) -> dict[str, str]:
+    """The pods that serve HTTP: every pod of a Deployment, only the leader (pod 0) of a pipeline group.
+
+    A group's followers hold later stages and answer only /health. All pods of a
+    StatefulSet share one template, so no label the operator renders can tell
+    them apart; the StatefulSet controller's pod-index label can.
+    """
+    if group.is_grouped(fms):
+        return {**selector_labels(fms), group.POD_INDEX_LABEL: "0"}
+    return selector_labels(fms)
 
 
 def service(fms: FMS) -> dict[str, Any]:
@@ -14,7 +27,7 @@ def service(fms: FMS) -> dict[str, Any]:
         "apiVersion": "v1", "kind": "Service", "metadata": metadata(fms),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(fms),
+            "selector": serving_selector(fms),
             "ports": [
                 {"name": "http", "port": worker.port, "targetPort": "http", "protocol": "TCP"},
                 {"name": "metrics", "port": worker.metrics_port, "targetPort": "metrics", "protocol": "TCP"},

@@ -56,6 +56,10 @@ def test_group_packs_into_one_clique(cluster, cliques, operator, namespace):
     assert nodes == ["h100-0", "h100-1"] and {cliques[n] for n in nodes} == {"nvl-a"}
     assert get(cluster, "service", namespace, "pp-h100-group")["spec"]["clusterIP"] == "None"
     assert get(cluster, "deployment", namespace, "pp-h100") is None
+    # the main Service reaches the leader only: the StatefulSet controller's pod-index label tells ranks apart
+    selector = get(cluster, "service", namespace, "pp-h100")["spec"]["selector"]
+    served = [p["metadata"]["name"] for p in placed if all(p["metadata"]["labels"].get(k) == v for k, v in selector.items())]
+    assert served == ["pp-h100-g0-0"]
     cluster.kubectl("-n", namespace, "delete", "fms", "pp-h100", "--wait=true", "--timeout=60s")
     wait_until("group pods gone", lambda: not group_pods(cluster, namespace), timeout=60)
 

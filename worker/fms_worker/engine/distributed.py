@@ -9,6 +9,11 @@ parallelism the last stage's sampled tokens are broadcast back to rank 0.
 
 `python -m fms_worker.engine.distributed` is a follower; `make_runner` spawns
 them when parallel.tensor x parallel.pipeline > 1.
+
+Across pods (FMS_GROUP_*, see parallel/group.py) the same protocol spans the
+group: the leader pod's rank 0 drives, and a follower pod's first process
+(`follow_group`) spawns its pod's other ranks, replays the calls like any
+follower, and answers only the kubelet's probes.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ import sys
 import torch
 
 from fms_worker.config import WorkerConfig
-from fms_worker.device import DTYPES
+from fms_worker.device import DTYPES, resolve_device
 from fms_worker.loader.weights import load_hf_config
 from fms_worker.model_runner import ModelRunner
 from fms_worker.models.registry import resolve_model_class
 from fms_worker.parallel import launch
+from fms_worker.parallel.group import PodGroup, pod_group
+from fms_worker.parallel.health import FollowerHealth
 from fms_worker.parallel.launch import Groups, RankInfo
 from fms_worker.parallel.pipeline import build_parallel_model
 from fms_worker.parallel.state import check_pipeline_parallel, check_tensor_parallel
@@ -118,9 +125,13 @@ def _local_runner(config: WorkerConfig, hf_config, groups: Groups) -> ModelRunne
 
 
 def plan_gpus(config: WorkerConfig, device: torch.device,
-              topo: GPUTopology | None) -> list[int]:
-    """GPU index per rank, NVLink neighbours first; raises when nvlink-required cannot be met."""
+              topo: GPUTopology | None, count: int | None = None) -> list[int]:
+    """GPU index per local rank (count: this pod's ranks, by default all), NVLink neighbours first.
+
+    Raises when nvlink-required cannot be met.
+    """
     p = config.parallel
+    count = p.world_size if count is None else count
     if device.type != "cuda":
         if p.interconnect == "nvlink-required" and p.tensor > 1:
             raise RuntimeError("parallel.interconnect is nvlink-required but the worker runs on CPU; "
@@ -130,12 +141,19 @@ def plan_gpus(config: WorkerConfig, device: torch.device,
         if p.interconnect == "nvlink-required" and p.tensor > 1:
             raise RuntimeError("parallel.interconnect is nvlink-required but NVML cannot read the GPU links; "
                                "check the NVIDIA driver in the container or set interconnect to nvlink-preferred")
-        return list(range(p.world_size))
-    gpus = order_ranks(topo, p.world_size, p.tensor)
+        return list(range(count))
+    gpus = order_ranks(topo, count, p.tensor)
     problem = interconnect_problem(topo, gpus, p.tensor, p.interconnect)
     if problem:
         raise RuntimeError(problem)
     return gpus
+
+
+def _check_degrees(config: WorkerConfig, hf_config) -> None:
+    """Refuse degrees the model cannot be split by, before any process starts."""
+    args = resolve_model_class(hf_config).args_type.from_hf(hf_config)
+    check_tensor_parallel(config.parallel.tensor, args.num_heads, args.num_kv_heads)
+    check_pipeline_parallel(config.parallel.pipeline, args.num_layers)
 
 
 def make_runner(config: WorkerConfig, hf_config, device: torch.device, dtype: torch.dtype):
@@ -144,22 +162,24 @@ def make_runner(config: WorkerConfig, hf_config, device: torch.device, dtype: to
     topo = read_topology() if device.type == "cuda" else None
     if topo is not None:
         log.info("GPU topology: %s", topo.summary())
-    if p.world_size == 1:
+    group = pod_group(os.environ)
+    if p.world_size == 1 and group is None:
         plan_gpus(config, device, topo)
         runner = ModelRunner(config.model.path, hf_config, device, dtype, config.caching.block_size,
                              enforce_eager=config.runtime.enforce_eager,
                              quant_method=get_linear_method(config.precision, device),
                              kv_cache_dtype=kv_cache_dtype(config.precision.kv_cache_dtype, dtype, device))
         return runner, topo
-    args = resolve_model_class(hf_config).args_type.from_hf(hf_config)
-    check_tensor_parallel(p.tensor, args.num_heads, args.num_kv_heads)  # before any process starts
-    check_pipeline_parallel(p.pipeline, args.num_layers)
-    gpus = plan_gpus(config, device, topo)
-    port = launch.free_port()
-    followers = launch.spawn_followers(config.model_dump_json(), p.world_size, port, gpus)
+    _check_degrees(config, hf_config)
+    if group is not None and not group.is_leader:
+        raise RuntimeError(f"pod {group.index} of a pipeline group does not serve; run follow_group instead")
+    per_pod = p.world_size if group is None else group.ranks_per_pod(p.world_size, p.tensor)
+    addr, port = ("127.0.0.1", launch.free_port()) if group is None else (group.leader, group.port)
+    gpus = plan_gpus(config, device, topo, per_pod)
+    followers = launch.spawn_followers(config.model_dump_json(), range(1, per_pod), p.world_size, addr, port, gpus)
     try:
         info = RankInfo(0, p.world_size, p.tensor, p.pipeline)
-        groups = launch.init_groups(info, port, _rank_device(device, gpus, 0))
+        groups = launch.init_groups(info, port, _rank_device(device, gpus, 0), addr)
         runner = ParallelRunner(_local_runner(config, hf_config, groups), groups, followers)
     except BaseException:
         launch.shutdown_groups()
@@ -178,6 +198,39 @@ def serve_commands(runner: ModelRunner, groups: Groups) -> None:
         _finish(method, getattr(runner, method)(*args), groups)
 
 
+def follow_group(config: WorkerConfig, group: PodGroup) -> int:
+    """A follower pod's first process: spawn the pod's other ranks, join the leader, replay its calls until stop.
+
+    Returns when the leader stops the group; raises when the leader goes away (gloo loses the connection),
+    so the pod exits with its group either way.
+    """
+    p = config.parallel
+    device = resolve_device(config.runtime.device)
+    per_pod = group.ranks_per_pod(p.world_size, p.tensor)
+    first = group.first_rank(p.world_size, p.tensor)
+    hf_config = load_hf_config(config.model.path)
+    _check_degrees(config, hf_config)
+    health = FollowerHealth(config.server.host, config.server.port)
+    topo = read_topology() if device.type == "cuda" else None
+    gpus = plan_gpus(config, device, topo, per_pod)
+    followers = launch.spawn_followers(config.model_dump_json(), range(first + 1, first + per_pod), p.world_size,
+                                       group.leader, group.port, gpus)
+    try:
+        torch.manual_seed(config.runtime.seed)
+        info = RankInfo(first, p.world_size, p.tensor, p.pipeline)
+        groups = launch.init_groups(info, group.port, _rank_device(device, gpus, 0), group.leader)
+        runner = _local_runner(config, hf_config, groups)
+        health.set_ready()
+        log.info("pod %d of %d: ranks %d..%d joined %s:%d", group.index, group.size, first, first + per_pod - 1,
+                 group.leader, group.port)
+        serve_commands(runner, groups)
+    finally:
+        launch.shutdown_groups()
+        launch.stop_followers(followers)
+        health.close()
+    return 0
+
+
 def follower_main() -> int:
     launch.die_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s rank%(process)d %(name)s: %(message)s")
@@ -187,7 +240,8 @@ def follower_main() -> int:
     gpus = json.loads(os.environ[launch.ENV_GPUS])
     device = torch.device("cuda") if gpus else torch.device("cpu")
     torch.manual_seed(config.runtime.seed)
-    groups = launch.init_groups(info, int(os.environ[launch.ENV_PORT]), _rank_device(device, gpus, info.rank),
+    local_rank = int(os.environ.get(launch.ENV_LOCAL_RANK, info.rank))
+    groups = launch.init_groups(info, int(os.environ[launch.ENV_PORT]), _rank_device(device, gpus, local_rank),
                                 os.environ[launch.ENV_ADDR])
     try:
         runner = _local_runner(config, load_hf_config(config.model.path), groups)

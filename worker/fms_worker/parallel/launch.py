@@ -1,4 +1,8 @@
-"""Process groups of one worker pod: rank 0 is the serving process, ranks 1..N-1 are spawned by it.
+"""Process groups of a worker: rank 0 is the serving process; each pod's first process spawns the pod's other ranks.
+
+In one pod that is ranks 1..N-1 meeting on 127.0.0.1. In a multi-node group
+(parallel/group.py) pod i's first process is global rank i x ranks-per-pod and
+spawns the ranks after it; all meet at the leader's rendezvous address.
 
 Layout: rank = stage * tp + tp_rank, so each tensor-parallel group is tp
 consecutive ranks (on NVLink neighbours, see topology.order_ranks) and stage s
@@ -31,7 +35,7 @@ log = logging.getLogger(__name__)
 # group must not time out then. Model collectives keep torch's default.
 IDLE_TIMEOUT = timedelta(days=30)
 ENV_RANK, ENV_WORLD, ENV_ADDR, ENV_PORT = "FMS_RANK", "FMS_WORLD_SIZE", "FMS_MASTER_ADDR", "FMS_MASTER_PORT"
-ENV_CONFIG, ENV_GPUS = "FMS_WORKER_CONFIG", "FMS_RANK_GPUS"
+ENV_CONFIG, ENV_GPUS, ENV_LOCAL_RANK = "FMS_WORKER_CONFIG", "FMS_RANK_GPUS", "FMS_LOCAL_RANK"
 
 
 @dataclass(frozen=True)
@@ -73,12 +77,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def spawn_followers(config_json: str, world_size: int, port: int, gpus: list[int]) -> list[subprocess.Popen]:
-    """Start ranks 1..world_size-1 as `python -m fms_worker.engine.distributed`; they join rank 0's rendezvous."""
+def spawn_followers(config_json: str, ranks: range, world_size: int, addr: str, port: int,
+                    gpus: list[int]) -> list[subprocess.Popen]:
+    """Start `ranks` (this pod's ranks after its first) as `python -m fms_worker.engine.distributed`.
+
+    They join the rendezvous at addr:port; local rank k (its GPU is gpus[k]) counts from this pod's first rank.
+    """
     procs = []
-    for rank in range(1, world_size):
-        env = dict(os.environ, **{ENV_RANK: str(rank), ENV_WORLD: str(world_size), ENV_ADDR: "127.0.0.1",
-                                  ENV_PORT: str(port), ENV_CONFIG: config_json, ENV_GPUS: json.dumps(gpus)})
+    for local, rank in enumerate(ranks, start=1):
+        env = dict(os.environ, **{ENV_RANK: str(rank), ENV_WORLD: str(world_size), ENV_ADDR: addr,
+                                  ENV_PORT: str(port), ENV_CONFIG: config_json, ENV_GPUS: json.dumps(gpus),
+                                  ENV_LOCAL_RANK: str(local)})
         procs.append(subprocess.Popen([sys.executable, "-m", "fms_worker.engine.distributed"], env=env))
     return procs
 

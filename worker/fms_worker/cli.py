@@ -112,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except ConfigError as exc:
         return _fatal(f"invalid config: {exc}", EXIT_BAD_CONFIG)
+    from fms_worker.fetch.env import apply_compile_cache
     from fms_worker.parallel.group import pod_group
+
+    # Before anything compiles: Inductor/Triton caches on the model cache volume make the next start faster.
+    apply_compile_cache(config.caching.compile_cache_dir)
 
     try:
         group = pod_group(os.environ)

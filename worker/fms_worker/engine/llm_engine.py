@@ -16,6 +16,7 @@ from transformers import AutoTokenizer, GenerationConfig
 from fms_worker.config import WorkerConfig
 from fms_worker.engine.distributed import make_runner
 from fms_worker.device import DTYPES, resolve_device
+from fms_worker.engine.context import context_limit
 from fms_worker.engine.request import RequestState
 from fms_worker.engine.types import EngineStats, RequestOutput, SamplingParams
 from fms_worker.kv_cache import KVCacheManager
@@ -50,7 +51,7 @@ class LLMEngine:
         self.runner, self.topology = make_runner(config, hf_config, self.device, self.dtype)  # ranks spawned when TP/PP > 1
         num_blocks = self._num_kv_blocks()
         self.runner.allocate_kv_cache(num_blocks)
-        model_len = min(config.model.max_model_len or hf_config.max_position_embeddings, hf_config.max_position_embeddings)
+        model_len = context_limit(hf_config, config.model.max_model_len)
         # One sequence alone must always fit, or preemption could not make progress.
         self.max_model_len = min(model_len, num_blocks * block_size)
         if self.device.type == "cuda" and not config.runtime.enforce_eager:

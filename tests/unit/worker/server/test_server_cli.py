@@ -72,3 +72,24 @@ def test_model_load_failure_exits_1_with_termination_log(tmp_path):
                          env={**__import__("os").environ, "FMS_TERMINATION_LOG": str(log)})
     assert out.returncode == 1, out.stderr[-2000:]
     assert log.read_text().startswith("model load failed")
+
+
+def test_compile_cache_goes_to_the_configured_dir_before_anything_loads(tmp_path):
+    import os
+
+    from fms_worker.server.runner import free_port
+
+    empty_model = tmp_path / "model"
+    empty_model.mkdir()
+    cache = tmp_path / "compile"
+    cfg = tmp_path / "worker.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "model": {"path": str(empty_model)}, "runtime": {"device": "cpu"},
+        "server": {"host": "127.0.0.1", "port": free_port()}, "caching": {"compile_cache_dir": str(cache)},
+    }))
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
+    env["FMS_TERMINATION_LOG"] = str(tmp_path / "termination-log")
+    out = subprocess.run([sys.executable, "-m", "fms_worker.cli", "serve", "--config", str(cfg), "--log-level", "error"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 1  # the empty model cannot load ...
+    assert sorted(p.name for p in cache.iterdir()) == ["inductor", "triton"]  # ... but the caches were set up first

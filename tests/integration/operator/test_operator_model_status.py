@@ -102,3 +102,26 @@ def test_cache_claim_is_created_and_mounted(cluster, operator, namespace):
                     "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]', check=False)  # no attach/detach controller here
     wait_until("PVC re-created", lambda: (p := get(cluster, "pvc", namespace, "smollm2-model-cache")) and
                p["metadata"]["uid"] != uid and not p["metadata"].get("deletionTimestamp"), timeout=60)
+
+
+def test_worker_exit_message_is_surfaced(cluster, operator, namespace):
+    """A worker that exits at start (the model does not fit) shows up as Degraded with its termination message."""
+    apply(cluster, namespace, sample("generate-minimal"))
+    pod = _running_pod(cluster, namespace, "smollm2")
+    worker = pod["spec"]["containers"][0]
+    message = ("model load failed: the weights need 16.1 GiB of GPU memory and 15.0 GiB are free; "
+               "set precision.quantization: int8 or ask for a larger GPU")
+    status = {"name": worker["name"], "image": worker["image"], "ready": False, "restartCount": 2,
+              "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+              "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": message}}}
+    cluster.kubectl("-n", namespace, "patch", "pod", pod["metadata"]["name"], "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": {"containerStatuses": [status]}}))
+
+    def degraded():
+        fms = get(cluster, "fms", namespace, "smollm2")
+        return fms if condition(fms, "Degraded").get("status") == "True" else None
+
+    fms = wait_until("Degraded=True", degraded, timeout=60)
+    cond = condition(fms, "Degraded")
+    assert cond["reason"] == "WorkerExited"
+    assert message in cond["message"] and "exited with code 1" in cond["message"]

@@ -34,3 +34,31 @@ def make_prompts():
         return [[rng.randrange(49152) for _ in range(rng.randint(3, 70))] for _ in range(n)]
 
     return prompts
+
+
+@pytest.fixture(scope="session")
+def run_greedy():
+    """Greedy tokens of the engine for `prompts`, and whether it took the CUDA-graph path."""
+
+    def greedy(model_dir: Path, prompts, *, eager: bool, precision: dict, device: str = "cuda", max_tokens: int = 24):
+        import torch
+
+        from fms_worker.config import WorkerConfig
+        from fms_worker.engine.llm_engine import LLMEngine
+        from fms_worker.engine.types import SamplingParams
+
+        cfg = WorkerConfig.model_validate({
+            "model": {"path": str(model_dir), "max_model_len": 512},
+            "precision": precision,
+            "batching": {"max_num_seqs": 16, "max_num_batched_tokens": 1024},
+            "caching": {"num_kv_blocks": 256, "block_size": 16},
+            "runtime": {"device": device, "enforce_eager": eager},
+        })
+        engine = LLMEngine(cfg)
+        outs = engine.generate(prompts, SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True))
+        used_graphs = engine.runner.graphs is not None
+        del engine
+        torch.cuda.empty_cache()
+        return [o.outputs[0].token_ids for o in outs], used_graphs
+
+    return greedy

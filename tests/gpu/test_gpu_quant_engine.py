@@ -46,24 +46,6 @@ def tiny24_dir(tiny_dir, tmp_path_factory) -> Path:
     return out
 
 
-def _greedy(model_dir: Path, precision: dict, eager: bool, prompts, max_tokens=24):
-    from fms_worker.config import WorkerConfig
-    from fms_worker.engine.llm_engine import LLMEngine
-    from fms_worker.engine.types import SamplingParams
-
-    cfg = WorkerConfig.model_validate({
-        "model": {"path": str(model_dir), "max_model_len": 512},
-        "precision": {"dtype": "bfloat16", **precision},
-        "batching": {"max_num_seqs": 16, "max_num_batched_tokens": 1024},
-        "caching": {"num_kv_blocks": 256, "block_size": 16},
-        "runtime": {"device": "cuda", "enforce_eager": eager},
-    })
-    engine = LLMEngine(cfg)
-    outs = engine.generate(prompts, SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True))
-    used_graphs = engine.runner.graphs is not None
-    del engine
-    torch.cuda.empty_cache()
-    return [o.outputs[0].token_ids for o in outs], used_graphs
 
 
 def _agreement(a, b) -> tuple[float, float]:
@@ -84,18 +66,18 @@ _XFAIL = {
 
 @pytest.mark.parametrize("scheme", [pytest.param(s, marks=pytest.mark.xfail(reason=_XFAIL[s])) if s in _XFAIL else s
                                     for s in SCHEMES])
-def test_graph_path_matches_eager(tiny_dir, tiny24_dir, scheme, make_prompts):
+def test_graph_path_matches_eager(tiny_dir, tiny24_dir, scheme, make_prompts, run_greedy):
     from fms_worker.quantization.fp8 import fp8_unsupported_reason
 
     if "fp8" in scheme and fp8_unsupported_reason(torch.device("cuda")):
         pytest.skip(fp8_unsupported_reason(torch.device("cuda")))
     model_dir = tiny24_dir if scheme == "sparse24" else tiny_dir
     prompts = make_prompts()
-    graph, used = _greedy(model_dir, SCHEMES[scheme], False, prompts)
+    graph, used = run_greedy(model_dir, prompts, eager=False, precision={"dtype": "bfloat16", **SCHEMES[scheme]})
     assert used, "the CUDA-graph path was not taken"
-    eager, _ = _greedy(model_dir, SCHEMES[scheme], True, prompts)
+    eager, _ = run_greedy(model_dir, prompts, eager=True, precision={"dtype": "bfloat16", **SCHEMES[scheme]})
     # The same scheme without quantization/sparsity, eager: how far the scheme itself moves tokens.
-    base, _ = _greedy(model_dir, {}, True, prompts)
+    base, _ = run_greedy(model_dir, prompts, eager=True, precision={"dtype": "bfloat16"})
     g_e, g_e_head = _agreement(graph, eager)
     e_b, e_b_head = _agreement(eager, base)
     print(f"\n{scheme}: graph vs eager {g_e:.0%} (first {STRICT}: {g_e_head:.0%}); "

@@ -120,12 +120,14 @@ def main() -> None:
         engine = make_engine(args.model_dir, scheme, max_num_seqs=8)
         results["batch1"][scheme] = {"tokens_per_s": batch1_tokens_per_s(engine), "weight_bytes": weight_bytes(engine)}
         print(scheme, results["batch1"][scheme], flush=True)
+        args.out.write_text(json.dumps(results, indent=2))  # partial results survive a timeout
         _release(engine)
     if not args.skip_offline:
         for label, quant, kv in (("bf16", "none", "auto"), ("fp8", "fp8", "fp8")):
             engine = make_engine(args.model_dir, quant, kv)
             results["offline"][label] = {**offline(engine), "weight_bytes": weight_bytes(engine)}
             print(label, results["offline"][label], flush=True)
+            args.out.write_text(json.dumps(results, indent=2))
             _release(engine)
     results["sparse24_matmul_14336x4096"] = sparse24_matmul()
 

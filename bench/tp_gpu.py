@@ -105,11 +105,15 @@ def main() -> None:
         write_word_tokenizer(model_dir, random_model.config_for(args.random)["vocab_size"])
     degrees = [t for t in args.tp if t <= torch.cuda.device_count()]
     equality = [workload.latency_request(prompt_len=64 + 32 * i, max_tokens=64, seed=i) for i in range(8)]
-    results = [measure(model_dir, tp, args.num_requests, equality) for tp in degrees]
+    results = []
+    for tp in degrees:
+        results.append(measure(model_dir, tp, args.num_requests, equality))
+        print(f"TP={tp}: batch 1 {results[-1]['batch1_tokens_per_s']:.1f} tok/s, offline "
+              f"{results[-1]['offline_tokens_per_s']:.0f} tok/s", flush=True)
+        args.out.write_text(json.dumps({"partial": True, "results": results}))  # survives a timeout
     reference = next((r["greedy"] for r in results if r["tp"] == 1), None)
     for r in results:
-        tokens = r.pop("greedy")
-        r["greedy_vs_tp1"] = compare(reference, tokens) if reference is not None else None
+        r["greedy_vs_tp1"] = compare(reference, r["greedy"]) if reference is not None else None
     report = {"gpu": torch.cuda.get_device_name(), "gpus": torch.cuda.device_count(), "torch": torch.__version__,
               "model": str(model_dir), "nccl_nvls_enable": os.environ.get("NCCL_NVLS_ENABLE"), "results": results}
     args.out.write_text(json.dumps(report, indent=2))

@@ -1,12 +1,16 @@
 """Cold start: time from an empty cache and from a warm cache to the first token.
 
-Starts a local S3-compatible server (moto), uploads a model to it, then runs
-the worker's start-up twice in fresh processes, as a new pod would:
+Starts a local S3-compatible server (moto) and uploads a model to it, or
+(--source hub) serves the model directory through the repository's local
+stand-in for the Hugging Face Hub (standard library only, so it runs on the
+GPU machines). Then runs the worker's start-up twice in fresh processes, as a
+new pod would:
 fetch (python -m fms_worker.fetch logic) -> engine load -> first token.
 The first run finds an empty cache volume, the second the cache the first filled.
 
     .venv/bin/python bench/cold_start.py                 # SmolLM2-135M, CPU
     .venv/bin/python bench/cold_start.py --gpu-shape 8b  # Llama-3-8B shape, random bf16 weights, on CUDA
+    python3 bench/cold_start.py --gpu-shape 8b --source hub --work-dir /tmp/cold  # GPU machine, no moto there
 
 Figures are wall-clock seconds measured in each child process from its start
 (imports included). The page cache is not dropped between runs (that needs
@@ -16,6 +20,7 @@ root); the warm run is what a restarted pod on the same node sees.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -80,7 +85,11 @@ def run_once(args: argparse.Namespace) -> None:
     from fms_worker.fetch.fetcher import FetchOptions, fetch
 
     apply_compile_cache(compile_cache_dir(args.cache))
-    result = fetch(f"s3://{BUCKET}/{PREFIX}", FetchOptions(cache_dir=Path(args.cache), s3_endpoint=args.endpoint))
+    if args.source == "hub":
+        opts = FetchOptions(cache_dir=Path(args.cache), hf_endpoint=args.endpoint)
+        result = fetch(f"hf://{BUCKET}/{PREFIX.replace('/', '-')}", opts)
+    else:
+        result = fetch(f"s3://{BUCKET}/{PREFIX}", FetchOptions(cache_dir=Path(args.cache), s3_endpoint=args.endpoint))
     t_fetch = time.monotonic()
     from fms_worker.config import WorkerConfig
     from fms_worker.engine.llm_engine import LLMEngine
@@ -106,35 +115,13 @@ def run_once(args: argparse.Namespace) -> None:
                       "first_token_s": round(t_first - t_load, 3), "total_s": round(t_first - t0, 3)}))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--gpu-shape", choices=["8b"], help="random weights of this shape, on CUDA (default: SmolLM2 on CPU)")
-    ap.add_argument("--model-dir", type=Path, help="model to serve (default: SmolLM2 via hack/prepare_models.py)")
-    ap.add_argument("--work-dir", type=Path, help="where the cache and generated weights go (default: a temp dir)")
-    ap.add_argument("--run-once", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--cache", help=argparse.SUPPRESS)
-    ap.add_argument("--endpoint", help=argparse.SUPPRESS)
-    ap.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.run_once:
-        return run_once(args)
-
+@contextlib.contextmanager
+def _s3(model_dir: Path):
+    """A local S3 server (moto) holding the model; yields its endpoint."""
     import boto3
     from boto3.s3.transfer import TransferConfig
     from moto.server import ThreadedMotoServer
 
-    sys.path.insert(0, str(REPO / "hack"))
-    import prepare_models
-
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="fms-cold-start-"))
-    smollm2 = prepare_models.prepare("smollm2-135m")
-    model_dir = args.model_dir or smollm2
-    if args.gpu_shape:
-        model_dir = work / "source-8b"
-        if not (model_dir / "config.json").exists():
-            t = time.monotonic()
-            write_random_llama(model_dir, smollm2, LLAMA_8B)
-            print(f"wrote random Llama-8B weights to {model_dir} in {time.monotonic() - t:.1f} s")
     os.environ.update(CREDS)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -149,20 +136,71 @@ def main() -> None:
             if p.is_file() and not p.name.startswith("."):
                 s3.upload_file(str(p), BUCKET, f"{PREFIX}/{p.name}", Config=TransferConfig(max_concurrency=8))
         print(f"uploaded {model_dir} to {endpoint}/{BUCKET}/{PREFIX} in {time.monotonic() - t:.1f} s (not counted)")
+        yield endpoint
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def _hub(model_dir: Path):
+    """The local Hub stand-in serving the model directory as BUCKET/PREFIX-with-dashes; yields its endpoint."""
+    sys.path.insert(0, str(REPO / "tests" / "integration" / "fetch"))
+    from fetch_hub_server import FakeHub
+
+    t = time.monotonic()
+    hub = FakeHub(f"{BUCKET}/{PREFIX.replace('/', '-')}", model_dir)  # hashes every file once
+    print(f"serving {model_dir} as a Hub repo at {hub.endpoint} (set up in {time.monotonic() - t:.1f} s, not counted)")
+    with hub:
+        yield hub.endpoint
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gpu-shape", choices=["8b"], help="random weights of this shape, on CUDA (default: SmolLM2 on CPU)")
+    ap.add_argument("--model-dir", type=Path, help="model to serve (default: SmolLM2 via hack/prepare_models.py)")
+    ap.add_argument("--work-dir", type=Path, help="where the cache and generated weights go (default: a temp dir)")
+    ap.add_argument("--source", choices=["s3", "hub"], default="s3",
+                    help="s3: a local moto server; hub: the local Hub stand-in (tests/integration/fetch)")
+    ap.add_argument("--tokenizer-from", type=Path, help="tokenizer files for --gpu-shape (default: SmolLM2's)")
+    ap.add_argument("--out", type=Path, help="also write the two runs as JSON here")
+    ap.add_argument("--run-once", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--cache", help=argparse.SUPPRESS)
+    ap.add_argument("--endpoint", help=argparse.SUPPRESS)
+    ap.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.run_once:
+        return run_once(args)
+
+    sys.path.insert(0, str(REPO / "hack"))
+    import prepare_models
+
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="fms-cold-start-"))
+    smollm2 = prepare_models.prepare("smollm2-135m") if not args.tokenizer_from else args.tokenizer_from
+    model_dir = args.model_dir or smollm2
+    if args.gpu_shape:
+        model_dir = work / "source-8b"
+        if not (model_dir / "config.json").exists():
+            t = time.monotonic()
+            write_random_llama(model_dir, smollm2, LLAMA_8B)
+            print(f"wrote random Llama-8B weights to {model_dir} in {time.monotonic() - t:.1f} s")
+    with (_hub(model_dir) if args.source == "hub" else _s3(model_dir)) as endpoint:
         cache = work / "cache"
         shutil.rmtree(cache, ignore_errors=True)
         device = "cuda" if args.gpu_shape else "cpu"
+        runs = {}
         for label in ("empty cache", "warm cache"):
             out = subprocess.run([sys.executable, __file__, "--run-once", "--cache", str(cache), "--endpoint", endpoint,
-                                  "--device", device], check=True, capture_output=True, text=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
+                                  "--device", device, "--source", args.source], check=True, capture_output=True,
+                                 text=True)
+            r = runs[label] = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"{label:12s} ({device}): fetch {r['fetch_s']:7.2f} s ({r['bytes'] / 1e6:,.0f} MB, cached={r['cached']}) "
                   f"+ engine import {r['engine_import_s']:5.2f} s + load {r['engine_load_s']:6.2f} s "
                   f"+ first token {r['first_token_s']:5.2f} s = {r['total_s']:7.2f} s to first token")
-    finally:
-        server.stop()
-        if not args.work_dir:
-            shutil.rmtree(work, ignore_errors=True)
+    if args.out:
+        args.out.write_text(json.dumps({"device": device, "source": args.source, "model": str(model_dir), **runs},
+                                       indent=2))
+    if not args.work_dir:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -42,14 +42,15 @@ class StepTrace:
 
     def __init__(self, engine: LLMEngine):
         self.steps: list[tuple[int, int, int]] = []
-        inner = engine.runner.execute
+        inner = engine.runner.launch  # execute() goes through launch() too
 
-        def execute(sched):
+        def launch(sched):
             ctx = sum(s.start + s.num_new for s in sched.seqs)
-            self.steps.append((sched.num_batched_tokens, len(sched.seqs), ctx))
+            if sched.seqs:
+                self.steps.append((sched.num_batched_tokens, len(sched.seqs), ctx))
             return inner(sched)
 
-        engine.runner.execute = execute
+        engine.runner.launch = launch
 
 
 def model_sizes(engine: LLMEngine) -> dict:
@@ -112,10 +113,13 @@ def main() -> None:
     ap.add_argument("--skip-offline", action="store_true")
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--hf-offline", action="store_true", help="also run transformers on the offline set (slow)")
+    ap.add_argument("--hf-offline-batch", type=int, default=64, help="transformers' static batch size")
     ap.add_argument("--quantization", default="none")
     ap.add_argument("--kv-cache-dtype", default="auto")
     ap.add_argument("--enforce-eager", action="store_true")
     ap.add_argument("--max-num-seqs", type=int, default=256)
+    ap.add_argument("--compare-sync", action="store_true",
+                    help="also measure with async scheduling off, on the same engine (the overlap's gain)")
     args = ap.parse_args()
     res: dict = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "model": str(args.model),
                  "quantization": args.quantization, "enforce_eager": args.enforce_eager}
@@ -147,6 +151,14 @@ def main() -> None:
     roof = bw / (sizes["weight_bytes"] + avg_ctx * sizes["kv_bytes_per_token"])
     res["batch1"]["roofline_tokens_per_s"] = roof
     res["batch1"]["fraction_of_roofline"] = res["batch1"]["decode_tokens_per_s"] / roof
+    res["async_scheduling"] = engine.async_scheduling
+    if args.compare_sync and engine.async_scheduling:
+        engine.async_scheduling = False
+        dt, n, ttft = run_engine(engine, [lat_req])
+        res["batch1_sync"] = {"tokens_per_s": n / dt, "decode_tokens_per_s": (n - 1) / (dt - ttft)}
+        print(f"batch 1 with async scheduling off: {res['batch1_sync']['decode_tokens_per_s']:.1f} tok/s decode",
+              flush=True)
+        engine.async_scheduling = True
 
     trace = None
     if not args.skip_offline:
@@ -156,6 +168,13 @@ def main() -> None:
         useful = sum(r.max_tokens for r in offline)
         res["offline"] = {"seconds": dt, "output_tokens": n, "requested_tokens": useful, "tokens_per_s": n / dt,
                           "steps": len(trace.steps), "ceiling_seconds": ceiling, "fraction_of_ceiling": ceiling / dt}
+        args.out.write_text(json.dumps(res, indent=2))
+        if args.compare_sync and engine.async_scheduling:
+            engine.async_scheduling = False
+            dt, n, _ = run_engine(engine, offline)
+            res["offline_sync"] = {"seconds": dt, "tokens_per_s": n / dt}
+            print(f"offline with async scheduling off: {n / dt:.0f} tok/s", flush=True)
+            engine.async_scheduling = True
     res["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
     args.out.write_text(json.dumps(res, indent=2))
     report(res)
@@ -169,8 +188,10 @@ def main() -> None:
         hf = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16, device_map="cuda")
         hf.generation_config.eos_token_id = None
         res["hf_batch1_tokens_per_s"] = gpu_baseline.hf_batch1(hf, lat_req)
+        args.out.write_text(json.dumps(res, indent=2))
+        print(f"transformers batch 1: {res['hf_batch1_tokens_per_s']:.1f} tok/s", flush=True)
         if args.hf_offline and not args.skip_offline:
-            res["hf_offline"] = gpu_baseline.hf_offline(hf, offline, 64)
+            res["hf_offline"] = gpu_baseline.hf_offline(hf, offline, args.hf_offline_batch)
         del hf
     args.out.write_text(json.dumps(res, indent=2))
     report(res)

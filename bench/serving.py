@@ -5,6 +5,9 @@ Reports TTFT, TPOT and ITL (p50/p99), request and output-token throughput. Promp
 
     # against a worker already running (GPU machine, kind cluster, ...)
     python bench/serving.py --url http://127.0.0.1:8000 --num-requests 200 --rate 8 --prompt-len 512 --max-tokens 128
+    # start a worker process first, sweep several rates, then the same requests offline (the HTTP path's cost)
+    python3 bench/serving.py --serve /tmp/llama-3.1-8b --rates inf 32 16 8 --num-requests 256 --offline-baseline \
+        --out serving.json
     # start one in-process first (CPU smoke run with the test model)
     python bench/serving.py --start "$(python hack/prepare_models.py | grep smollm2)" --dtype float32 --device cpu \
         --num-requests 16 --rate inf --prompt-len 32 --max-tokens 8
@@ -16,7 +19,11 @@ import argparse
 import asyncio
 import json
 import random
+import os
+import socket
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -114,6 +121,61 @@ def summarize(results: list[Result], elapsed: float) -> dict:
     return summary
 
 
+def serve_process(model_dir: str, args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    """The worker as its own process (as in a pod), so the load generator does not share its interpreter."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "fms_worker.cli", "serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
+           "--dtype", args.dtype, "--device", args.device, "--max-num-seqs", str(args.max_num_seqs),
+           "--max-waiting", str(max(args.num_requests, 1)), "--max-model-len", str(args.max_model_len),
+           "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env=os.environ.copy())
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the worker exited with {proc.returncode} before it was ready")
+        try:
+            if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    proc.kill()
+    raise SystemExit("the worker was not ready within 900 s")
+
+
+def offline_baseline(model_dir: str, prompts: list[list[int]], args: argparse.Namespace) -> dict:
+    """The same requests straight through the engine (no HTTP), in this process."""
+    from fms_worker.config import WorkerConfig
+    from fms_worker.engine.llm_engine import LLMEngine
+    from fms_worker.engine.types import SamplingParams
+
+    engine = LLMEngine(WorkerConfig.model_validate({
+        "model": {"path": model_dir, "max_model_len": args.max_model_len}, "precision": {"dtype": args.dtype},
+        "runtime": {"device": args.device}, "batching": {"max_num_seqs": args.max_num_seqs}}))
+    params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens, ignore_eos=True)
+    engine.generate(prompts[:4], SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True))  # warm-up
+    t = time.perf_counter()
+    outs = engine.generate(prompts, params)
+    elapsed = time.perf_counter() - t
+    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    return {"requests": len(prompts), "elapsed_s": elapsed, "output_throughput_tok_s": tokens / elapsed}
+
+
+def report(summary: dict, rate: float, args: argparse.Namespace) -> None:
+    print(f"requests {summary['succeeded']}/{summary['requests']} in {summary['elapsed_s']:.2f}s  "
+          f"rate={rate} prompt_len={args.prompt_len} max_tokens={args.max_tokens}")
+    print(f"throughput: {summary['request_throughput_rps']:.2f} req/s, {summary['output_throughput_tok_s']:.1f} tok/s")
+    for name in ("ttft", "tpot", "itl"):
+        p50, p99 = summary[f"p50_{name}_s"], summary[f"p99_{name}_s"]
+        fmt = (lambda v: "n/a" if v is None else f"{v * 1000:.1f} ms")
+        print(f"{name.upper():5s} p50 {fmt(p50):>10s}   p99 {fmt(p99):>10s}")
+    for err in summary.get("first_errors", []):
+        print("error:", err)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default="http://127.0.0.1:8000")
@@ -124,6 +186,12 @@ def main() -> None:
     p.add_argument("--model", help="model name to send (default: whatever the worker serves)")
     p.add_argument("--num-requests", type=int, default=100)
     p.add_argument("--rate", type=float, default=float("inf"), help="requests per second (Poisson); inf = all at once")
+    p.add_argument("--rates", type=float, nargs="+", help="several rates, one after another, against the same worker")
+    p.add_argument("--serve", metavar="MODEL_DIR", help="start `fms_worker.cli serve MODEL_DIR` as a process first")
+    p.add_argument("--max-model-len", type=int, default=4096)
+    p.add_argument("--offline-baseline", action="store_true",
+                   help="then run the same requests through an in-process engine (needs --serve or --start)")
+    p.add_argument("--out", help="write every summary as JSON here")
     p.add_argument("--prompt-len", type=int, default=256)
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--vocab", type=int, default=10000, help="prompt token ids are drawn below this")
@@ -133,9 +201,11 @@ def main() -> None:
 
     rng = random.Random(args.seed)
     prompts = [[rng.randrange(args.vocab) for _ in range(args.prompt_len)] for _ in range(args.num_requests)]
-    server = None
+    server = proc = None
     url = args.url
-    if args.start:
+    if args.serve:
+        proc, url = serve_process(args.serve, args)
+    elif args.start:
         from fms_worker.config import WorkerConfig
         from fms_worker.server.app import create_app
         from fms_worker.server.runner import BackgroundServer
@@ -145,24 +215,36 @@ def main() -> None:
             "batching": {"max_num_seqs": args.max_num_seqs, "max_waiting": max(args.num_requests, 1)}})
         server = BackgroundServer(create_app(cfg)).start(ready_timeout=600)
         url = server.url
+    runs = []
     try:
-        results, elapsed = asyncio.run(run(url, prompts, args.max_tokens, args.rate, args.model, args.seed))
+        for rate in args.rates or [args.rate]:
+            results, elapsed = asyncio.run(run(url, prompts, args.max_tokens, rate, args.model, args.seed))
+            runs.append({"rate": "inf" if rate == float("inf") else rate, **summarize(results, elapsed)})
+            if args.json:
+                print(json.dumps(runs[-1], indent=2))
+            else:
+                report(runs[-1], rate, args)
+            if args.out:
+                _write(args.out, runs, None)
     finally:
         if server is not None:
             server.stop()
-    summary = summarize(results, elapsed)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return
-    print(f"requests {summary['succeeded']}/{summary['requests']} in {elapsed:.2f}s  "
-          f"rate={args.rate} prompt_len={args.prompt_len} max_tokens={args.max_tokens}")
-    print(f"throughput: {summary['request_throughput_rps']:.2f} req/s, {summary['output_throughput_tok_s']:.1f} tok/s")
-    for name in ("ttft", "tpot", "itl"):
-        p50, p99 = summary[f"p50_{name}_s"], summary[f"p99_{name}_s"]
-        fmt = (lambda v: "n/a" if v is None else f"{v * 1000:.1f} ms")
-        print(f"{name.upper():5s} p50 {fmt(p50):>10s}   p99 {fmt(p99):>10s}")
-    for err in summary.get("first_errors", []):
-        print("error:", err)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(60)
+    if args.offline_baseline and (args.serve or args.start):
+        base = offline_baseline(args.serve or args.start, prompts, args)
+        best = max(r["output_throughput_tok_s"] for r in runs)
+        base["http_cost_at_saturation"] = 1 - best / base["output_throughput_tok_s"]
+        print(f"offline (no HTTP): {base['output_throughput_tok_s']:.1f} tok/s; the best HTTP run reached "
+              f"{best:.1f} tok/s, so the HTTP path cost {100 * base['http_cost_at_saturation']:.1f}%")
+        if args.out:
+            _write(args.out, runs, base)
+
+
+def _write(path: str, runs: list[dict], offline: dict | None) -> None:
+    with open(path, "w") as f:
+        json.dump({"runs": runs, "offline": offline}, f, indent=2, default=str)
 
 
 if __name__ == "__main__":

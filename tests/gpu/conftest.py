@@ -40,7 +40,8 @@ def make_prompts():
 def run_greedy():
     """Greedy tokens of the engine for `prompts`, and whether it took the CUDA-graph path."""
 
-    def greedy(model_dir: Path, prompts, *, eager: bool, precision: dict, device: str = "cuda", max_tokens: int = 24):
+    def greedy(model_dir: Path, prompts, *, eager: bool, precision: dict, device: str = "cuda", max_tokens: int = 24,
+               async_scheduling: str = "auto", params=None):
         import torch
 
         from fms_worker.config import WorkerConfig
@@ -52,10 +53,10 @@ def run_greedy():
             "precision": precision,
             "batching": {"max_num_seqs": 16, "max_num_batched_tokens": 1024},
             "caching": {"num_kv_blocks": 256, "block_size": 16},
-            "runtime": {"device": device, "enforce_eager": eager},
+            "runtime": {"device": device, "enforce_eager": eager, "async_scheduling": async_scheduling},
         })
         engine = LLMEngine(cfg)
-        outs = engine.generate(prompts, SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True))
+        outs = engine.generate(prompts, params or SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True))
         used_graphs = engine.runner.graphs is not None
         del engine
         torch.cuda.empty_cache()

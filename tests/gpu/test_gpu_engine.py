@@ -38,6 +38,20 @@ def test_graph_path_matches_eager_and_cpu(tiny_dir, make_prompts, run_greedy):
     assert graph == cpu
 
 
+def test_async_scheduling_matches_step_by_step(tiny_dir, make_prompts, run_greedy):
+    from fms_worker.engine.types import SamplingParams
+
+    prompts = make_prompts(12, seed=2)
+    assert (run_greedy(tiny_dir, prompts, eager=False, precision=FP32, async_scheduling="on")
+            == run_greedy(tiny_dir, prompts, eager=False, precision=FP32, async_scheduling="off"))
+    seeded = [SamplingParams(temperature=0.8, top_k=50, seed=i, max_tokens=5 + 3 * i, ignore_eos=True)
+              for i in range(len(prompts))]
+    on, _ = run_greedy(tiny_dir, prompts, eager=False, precision=FP32, async_scheduling="on", params=seeded)
+    off, _ = run_greedy(tiny_dir, prompts, eager=False, precision=FP32, async_scheduling="off", params=seeded)
+    assert on == off
+    assert [len(t) for t in on] == [5 + 3 * i for i in range(len(prompts))]
+
+
 def test_matches_transformers(tiny_dir, make_prompts, run_greedy):
     from transformers import AutoModelForCausalLM
 

@@ -48,6 +48,7 @@ _FLAGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "--api-key": ("server", "api_key", {}),
     "--device": ("runtime", "device", {"choices": ["auto", "cpu", "cuda"]}),
     "--seed": ("runtime", "seed", {"type": int}),
+    "--async-scheduling": ("runtime", "async_scheduling", {"choices": ["auto", "on", "off"]}),
 }
 _SWITCHES = {  # store_true flags: (section, field, value when given)
     "--enforce-eager": ("runtime", "enforce_eager", True),

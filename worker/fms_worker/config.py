@@ -87,6 +87,10 @@ class ServerConfig(_Section):
 class RuntimeConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     enforce_eager: bool = Field(default=False, description="Skip CUDA graphs and torch.compile.")
+    async_scheduling: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Schedule step N+1 while the GPU runs step N (auto: on CUDA without pipeline parallelism).",
+    )
     seed: int = 0
 
 

@@ -19,21 +19,23 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # spawns rank process
 SMOL_PROMPTS = ["The capital of France is", "def fibonacci(n):", "Water boils at", "Once upon a time, there was"]
 
 
-def _engine(model_dir, tp=1, pp=1) -> LLMEngine:
+def _engine(model_dir, tp=1, pp=1, async_scheduling="off") -> LLMEngine:
     return LLMEngine(WorkerConfig.model_validate({
         "model": {"path": str(model_dir)},
         "precision": {"dtype": "float32"},
-        "runtime": {"device": "cpu"},
+        "runtime": {"device": "cpu", "async_scheduling": async_scheduling},
         "parallel": {"tensor": tp, "pipeline": pp},
         "batching": {"max_num_batched_tokens": 64, "max_num_seqs": 8},  # chunked prefill + mixed steps
         "caching": {"num_kv_blocks": 64, "block_size": 8},
     }))
 
 
-def _greedy(model_dir, prompts: list[list[int]], tp=1, pp=1, max_tokens=10) -> list[list[int]]:
-    engine = _engine(model_dir, tp, pp)
+def _greedy(model_dir, prompts: list[list[int]], tp=1, pp=1, max_tokens=10, async_scheduling="off",
+            params: SamplingParams | None = None) -> list[list[int]]:
+    engine = _engine(model_dir, tp, pp, async_scheduling)
     try:
-        outs = engine.generate(prompts, SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True))
+        params = params or SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+        outs = engine.generate(prompts, params)
         return [o.outputs[0].token_ids for o in outs]
     finally:
         close = getattr(engine.runner, "close", None)
@@ -64,6 +66,14 @@ TINY_PROMPTS = [[5, 17, 99, 3], list(range(20, 90)), [250, 256, 1], [7] * 9]
 
 def test_smollm2_tp3_matches_tp1(smollm2_dir, smol_prompts, smol_reference):
     assert _greedy(smollm2_dir, smol_prompts, tp=3) == smol_reference
+
+
+def test_smollm2_tp3_with_async_scheduling_matches_tp1(smollm2_dir, smol_prompts, smol_reference):
+    # Followers read their in-flight inputs from their own GPU copy of rank 0's draw.
+    assert _greedy(smollm2_dir, smol_prompts, tp=3, async_scheduling="on") == smol_reference
+    seeded = SamplingParams(temperature=0.9, seed=3, max_tokens=10, ignore_eos=True)
+    assert (_greedy(smollm2_dir, smol_prompts, tp=3, async_scheduling="on", params=seeded)
+            == _greedy(smollm2_dir, smol_prompts, params=seeded))
 
 
 def test_smollm2_pp2_matches_pp1(smollm2_dir, smol_prompts, smol_reference):

@@ -79,6 +79,13 @@ class ParallelRunner:
     def execute(self, sched):
         return self._call("execute", sched)
 
+    def launch(self, sched):
+        """Every rank queues the step; only rank 0 ever waits for its tokens (pipeline parallel: never used)."""
+        return self._call("launch", sched)
+
+    def resolve(self, launched):
+        return self.local.resolve(launched)
+
     def capture_graphs(self, max_batch: int, max_model_len: int) -> float:
         if self.groups.info.pp > 1:
             # A captured decode would have to hold the stage-to-stage send/recv too; stages stay eager.

@@ -3,6 +3,12 @@
 A step is schedule -> execute -> update. The scheduler decides which tokens
 to compute (pure Python), the model runner computes them and samples, and the
 update turns new tokens into the caller's deltas (detokenize, stop strings).
+
+With async scheduling (the GPU default) a step is overlapped with the next:
+schedule and launch step N+1, then wait for step N's tokens and post-process
+them while the GPU runs N+1. A sequence that stops at step N has computed one
+token too many at N+1; that token is dropped. Rows with penalties need every
+token, so a step that holds one is waited for before the next is scheduled.
 """
 
 from __future__ import annotations
@@ -62,9 +68,20 @@ class LLMEngine:
         self.scheduler = Scheduler(sched_cfg, kv, self.eos_token_ids)
         self.requests: dict[str, RequestState] = {}
         self._aborted: list[RequestOutput] = []
+        self.async_scheduling = self._async_scheduling()
+        self._inflight: tuple[SchedulerOutput, object] | None = None  # launched, tokens not applied yet
         self._stats = EngineStats()
         log.info("engine ready: %s on %s (%s), %d KV blocks of %d tokens, max_model_len %d",
                  path, self.device, config.precision.dtype, num_blocks, block_size, self.max_model_len)
+
+    def _async_scheduling(self) -> bool:
+        mode = self.config.runtime.async_scheduling
+        if mode == "auto":
+            return self.device.type == "cuda" and self.config.parallel.pipeline == 1
+        if mode == "on" and self.config.parallel.pipeline > 1:
+            raise ValueError("runtime.async_scheduling=on needs parallel.pipeline 1 (stages run step by step); "
+                             "set it to auto or off")
+        return mode == "on"
 
     def _num_kv_blocks(self) -> int:
         caching = self.config.caching
@@ -108,17 +125,35 @@ class LLMEngine:
         self._aborted.append(state.snapshot())
 
     def has_unfinished(self) -> bool:
-        return bool(self.requests) or bool(self._aborted)
+        return bool(self.requests) or bool(self._aborted) or self._inflight is not None
 
     # ---- the loop ----------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         started = time.monotonic()
+        if not self.async_scheduling:
+            sched = self.scheduler.schedule()
+            result = self.runner.execute(sched)
+            outputs = self._postprocess(sched, self.scheduler.update(sched, result))
+            self._record(sched, time.monotonic() - started)
+            return outputs
+        outputs = []
+        if self._inflight is not None and any(s.params.uses_history for s in self._inflight[0].seqs):
+            outputs = self._land()
         sched = self.scheduler.schedule()
-        result = self.runner.execute(sched)
-        progressed = self.scheduler.update(sched, result)
-        outputs = self._postprocess(sched, progressed)
+        launched = self.runner.launch(sched)  # queued behind the step in flight
+        self.scheduler.advance(sched)
+        outputs += self._land()  # the previous step's tokens, while the GPU runs this one
+        self._inflight = None if sched.is_empty else (sched, launched)
         self._record(sched, time.monotonic() - started)
         return outputs
+
+    def _land(self) -> list[RequestOutput]:
+        """Apply the step in flight (if any): its tokens to the scheduler, its deltas to the caller."""
+        if self._inflight is None:
+            return self._postprocess(SchedulerOutput(), [])
+        sched, launched = self._inflight
+        self._inflight = None
+        return self._postprocess(sched, self.scheduler.apply(sched, self.runner.resolve(launched)))
 
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]) -> list[RequestOutput]:
         """Offline helper: run everything to completion, outputs in prompt order."""

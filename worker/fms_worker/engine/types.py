@@ -33,6 +33,11 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
+    @property
+    def uses_history(self) -> bool:
+        """Penalties read every generated token, so the next draw must wait for the last one."""
+        return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+
 
 @dataclass
 class CompletionOutput:

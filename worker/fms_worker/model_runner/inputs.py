@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -17,6 +17,14 @@ class StepInputs:
     meta: AttentionMetadata
     logits_rows: torch.Tensor  # [S] last row of each sequence that samples
     sampling_seqs: list[ScheduledSeq]
+    # (row of input_ids, seq_id): inputs still on the GPU, sampled by the previous step; 0 until filled in
+    inflight_rows: list[tuple[int, int]] = field(default_factory=list)
+
+
+def known_ids(item: ScheduledSeq) -> list[int]:
+    """The step's input ids known on the host; an in-flight last token reads as 0 (the runner fills it in)."""
+    ids = item.token_ids[item.start : item.start + item.num_new]
+    return ids + [0] if item.inflight_input else ids
 
 
 def _slots(block_ids: list[int], block_size: int, start: int, end: int) -> list[int]:
@@ -26,10 +34,12 @@ def _slots(block_ids: list[int], block_size: int, start: int, end: int) -> list[
 def build_inputs(seqs: list[ScheduledSeq], block_size: int, device: torch.device) -> StepInputs:
     ids, positions, slot_mapping, logits_rows, sampling = [], [], [], [], []
     prefills: list[PrefillSpan] = []
-    decode_rows, decode_slots = [], []
+    decode_rows, decode_slots, inflight = [], [], []
     for item in seqs:
         row, end = len(ids), item.start + item.num_new
-        ids.extend(item.token_ids[item.start : end])
+        ids.extend(known_ids(item))
+        if item.inflight_input:
+            inflight.append((row + item.num_new - 1, item.seq_id))
         positions.extend(range(item.start, end))
         slot_mapping.extend(_slots(item.block_ids, block_size, item.start, end))
         if item.num_new == 1:
@@ -59,4 +69,5 @@ def build_inputs(seqs: list[ScheduledSeq], block_size: int, device: torch.device
         meta=meta,
         logits_rows=torch.tensor(logits_rows, dtype=torch.long, device=device),
         sampling_seqs=sampling,
+        inflight_rows=inflight,
     )

@@ -11,7 +11,7 @@ import torch
 
 from fms_worker.kernels.paged_attention import num_splits_for
 from fms_worker.layers.attention_triton import PagedAttentionMetadata
-from fms_worker.model_runner.inputs import StepInputs
+from fms_worker.model_runner.inputs import StepInputs, known_ids
 from fms_worker.scheduler.output import ScheduledSeq
 
 
@@ -32,9 +32,12 @@ def build_paged_inputs(seqs: list[ScheduledSeq], block_size: int, device: torch.
     width = max(len(s.block_ids) for s in seqs)
     table = np.full((len(seqs), width), scratch_block, dtype=np.int32)
     ids = np.empty(total, dtype=np.int64)
+    inflight = []
     for i, s in enumerate(seqs):
         table[i, : len(s.block_ids)] = s.block_ids
-        ids[query_start[i] : query_start[i + 1]] = s.token_ids[s.start : s.start + s.num_new]
+        ids[query_start[i] : query_start[i + 1]] = known_ids(s)
+        if s.inflight_input:
+            inflight.append((int(query_start[i + 1]) - 1, s.seq_id))
     # Positions and slots of the new tokens: row i's tokens sit at start_i .. start_i + num_new_i - 1.
     row = np.repeat(np.arange(len(seqs)), num_new)
     positions = np.arange(total, dtype=np.int64) - np.repeat(query_start[:-1].astype(np.int64) - starts, num_new)
@@ -58,4 +61,5 @@ def build_paged_inputs(seqs: list[ScheduledSeq], block_size: int, device: torch.
         meta=meta,
         logits_rows=_to(device, logits_rows),
         sampling_seqs=sampling,
+        inflight_rows=inflight,
     )

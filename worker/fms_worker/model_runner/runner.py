@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 from fms_worker.layers import fused
 from fms_worker.layers.attention import TorchSDPABackend
@@ -13,10 +15,20 @@ from fms_worker.loader import load_model
 from fms_worker.model_runner.cuda_graphs import DecodeGraphs
 from fms_worker.model_runner.inputs import build_inputs
 from fms_worker.model_runner.paged_inputs import build_paged_inputs
+from fms_worker.parallel.state import get_parallel_state
 from fms_worker.sampling import Sampler, SamplingBatch
 from fms_worker.scheduler.output import ModelRunnerOutput, SchedulerOutput
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class LaunchedStep:
+    """A step queued on the device whose sampled tokens may not have reached the host yet."""
+
+    seqs: list  # the sampling rows' ScheduledSeqs, in row order
+    host: dict[str, torch.Tensor]  # token_ids (+ logprob tensors): host copies, valid once `ready` fired
+    ready: torch.cuda.Event | None  # None on CPU, where the copies are done on return
 
 
 class ModelRunner:
@@ -38,6 +50,8 @@ class ModelRunner:
         self.generators: dict[int, torch.Generator] = {}
         self.num_blocks = 0
         self.graphs: DecodeGraphs | None = None
+        self._last_rows: dict[int, int] = {}  # seq_id -> row of _last_tokens (the latest launch's draw)
+        self._last_tokens: torch.Tensor | None = None
 
     def _set_backend(self, kind) -> None:
         for attn in self.model.attention_layers():
@@ -87,15 +101,23 @@ class ModelRunner:
         return self.graphs.capture()
 
     # ---- one step ------------------------------------------------------------
-    @torch.inference_mode()
     def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
+        """Run a step and wait for its tokens."""
+        return self.resolve(self.launch(sched))
+
+    @torch.inference_mode()
+    def launch(self, sched: SchedulerOutput) -> LaunchedStep | None:
+        """Queue a step on the device without waiting for it (no host sync on the GPU path).
+
+        Inputs marked in flight are the previous launch's sampled tokens, read on the device.
+        """
         for seq_id in sched.finished_seq_ids:
             self.generators.pop(seq_id, None)
         if sched.is_empty:
-            return ModelRunnerOutput()
+            return None
         logits, inputs = self._forward(sched)
         if logits is None:
-            return ModelRunnerOutput()
+            return None
         batch = SamplingBatch.build(
             [s.params for s in inputs.sampling_seqs],
             [(s.token_ids, s.num_prompt_tokens) for s in inputs.sampling_seqs],
@@ -104,16 +126,29 @@ class ModelRunner:
             self.device,
         )
         out = self.sampler(logits, batch)
-        return self._to_host(inputs.sampling_seqs, out)
+        self._share_draw(out.token_ids)
+        self._last_rows = {s.seq_id: i for i, s in enumerate(inputs.sampling_seqs)}
+        self._last_tokens = out.token_ids
+        return self._copy_to_host(inputs.sampling_seqs, out)
+
+    def resolve(self, step: LaunchedStep | None) -> ModelRunnerOutput:
+        """Wait for a launched step's tokens (the step's one host sync)."""
+        if step is None:
+            return ModelRunnerOutput()
+        if step.ready is not None:
+            step.ready.synchronize()
+        return self._to_host(step.seqs, step.host)
 
     def _forward(self, sched: SchedulerOutput):
         """(logits [S, V] of the sampling rows or None, step inputs)."""
         if self.gpu:
             inputs = build_paged_inputs(sched.seqs, self.block_size, self.device, self.num_blocks, self.num_kv_heads)
+            self._fill_inflight(inputs)
             if self.graphs is not None and self.graphs.can_run(inputs):
                 return self.graphs.run(inputs), inputs
         else:
             inputs = build_inputs(sched.seqs, self.block_size, self.device)
+        self._fill_inflight(inputs)
         hidden = self.model(inputs.input_ids, inputs.positions, inputs.meta)  # [T, hidden]
         if not inputs.sampling_seqs:
             return None, inputs
@@ -126,16 +161,42 @@ class ModelRunner:
             self.generators[seq_id] = torch.Generator(device=self.device).manual_seed(seed)
         return self.generators[seq_id]
 
+    def _fill_inflight(self, inputs) -> None:
+        """Inputs sampled by the previous launch: copied on the device, never through the host."""
+        if not inputs.inflight_rows:
+            return
+        dst = [row for row, _ in inputs.inflight_rows]
+        src = [self._last_rows[seq_id] for _, seq_id in inputs.inflight_rows]
+        inputs.input_ids[_index(dst, self.device)] = self._last_tokens[_index(src, self.device)]
+
+    def _share_draw(self, token_ids: torch.Tensor) -> None:
+        """Tensor-parallel ranks take the first rank's draw, so their next in-flight inputs agree."""
+        state = get_parallel_state()
+        if state.tp_size > 1 and state.pp_size == 1:
+            dist.broadcast(token_ids, src=dist.get_global_rank(state.group, 0), group=state.group)
+
+    def _copy_to_host(self, seqs, out) -> LaunchedStep:
+        tensors = {"token_ids": out.token_ids}
+        for name in ("chosen_logprobs", "top_ids", "top_logprobs"):
+            if getattr(out, name) is not None:
+                tensors[name] = getattr(out, name)
+        if not self.gpu:
+            return LaunchedStep(seqs, tensors, None)
+        host = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=True).copy_(v, non_blocking=True)
+                for k, v in tensors.items()}
+        ready = torch.cuda.Event()
+        ready.record()
+        return LaunchedStep(seqs, host, ready)
+
     @staticmethod
-    def _to_host(seqs, out) -> ModelRunnerOutput:
-        """The step's one host sync point."""
-        tokens = out.token_ids.tolist()
+    def _to_host(seqs, host: dict[str, torch.Tensor]) -> ModelRunnerOutput:
+        tokens = host["token_ids"].tolist()
         result = ModelRunnerOutput(sampled={s.seq_id: t for s, t in zip(seqs, tokens)})
-        if out.chosen_logprobs is None:
+        if "chosen_logprobs" not in host:
             return result
-        chosen = out.chosen_logprobs.tolist()
-        top_ids = out.top_ids.tolist() if out.top_ids is not None else [[] for _ in seqs]
-        top_lps = out.top_logprobs.tolist() if out.top_logprobs is not None else [[] for _ in seqs]
+        chosen = host["chosen_logprobs"].tolist()
+        top_ids = host["top_ids"].tolist() if "top_ids" in host else [[] for _ in seqs]
+        top_lps = host["top_logprobs"].tolist() if "top_logprobs" in host else [[] for _ in seqs]
         for s, t, c, ids, lps in zip(seqs, tokens, chosen, top_ids, top_lps):
             if s.params.logprobs is None:
                 continue
@@ -143,3 +204,8 @@ class ModelRunner:
             entry[t] = c
             result.logprobs[s.seq_id] = entry
         return result
+
+
+def _index(values: list[int], device: torch.device) -> torch.Tensor:
+    t = torch.tensor(values, dtype=torch.long)
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t

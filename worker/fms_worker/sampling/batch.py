@@ -30,14 +30,19 @@ class SamplingBatch:
               generators: list[torch.Generator | None], vocab_size: int, device: torch.device) -> "SamplingBatch":
         """`histories[i]` = (token ids of row i, its prompt length)."""
 
+        def to_device(values, dtype):
+            t = torch.tensor(values, dtype=dtype)
+            # Pinned and non-blocking: a plain copy would wait for the step still running on the GPU.
+            return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+
         def col(values, dtype=torch.float32, off=None):
             if off is not None and all(v == off for v in values):
                 return None
-            return torch.tensor(values, dtype=dtype, device=device)
+            return to_device(values, dtype)
 
         def padded(rows):
             width = max(1, max(len(r) for r in rows))
-            return torch.tensor([r + [vocab_size] * (width - len(r)) for r in rows], dtype=torch.long, device=device)
+            return to_device([r + [vocab_size] * (width - len(r)) for r in rows], torch.long)
 
         greedy = [p.temperature == 0.0 for p in params]
         rep = col([p.repetition_penalty for p in params], off=1.0)
@@ -45,7 +50,7 @@ class SamplingBatch:
         freq = col([p.frequency_penalty for p in params], off=0.0)
         return cls(
             temperature=col([1.0 if g else p.temperature for p, g in zip(params, greedy)]),
-            greedy=torch.tensor(greedy, device=device),
+            greedy=to_device(greedy, torch.bool),
             top_k=col([p.top_k for p in params], torch.long, off=0),
             top_p=col([p.top_p for p in params], off=1.0),
             min_p=col([p.min_p for p in params], off=0.0),

@@ -18,6 +18,7 @@ class ScheduledSeq:
     params: SamplingParams
     num_prompt_tokens: int
     seed: int | None = None
+    inflight_input: bool = False  # the last input token was sampled by the previous, unresolved step
 
 
 @dataclass

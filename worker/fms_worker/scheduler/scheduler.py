@@ -6,6 +6,13 @@ chunked prefill, decode and prefix hits are one path: a sequence gets
 min(num_tokens - num_computed_tokens, budget left) tokens. When blocks run
 out, the newest running sequence is preempted: its blocks are freed and it
 goes back to the front of the queue to be recomputed later.
+
+A step's result comes back in two halves, so the engine can schedule step
+N+1 while the GPU still runs step N: `advance` right after the launch (the
+KV is as good as written: the GPU runs steps in order), `apply` once the
+sampled tokens reach the host. Between the two, a sampling sequence has one
+token in flight: it is scheduled like any other, and the runner reads it
+from the GPU.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ class Scheduler:
         self.eos_token_ids = frozenset(eos_token_ids or ())
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
+        self.live: dict[int, Sequence] = {}  # every unfinished sequence, running or waiting
         self._seq_ids = itertools.count()
         self._finished_since_step: list[int] = []
         self.num_preemptions = 0
@@ -55,6 +63,7 @@ class Scheduler:
             pending_forks=params.n - 1,
         )
         self.waiting.append(seq)
+        self.live[seq.seq_id] = seq
         return seq
 
     def abort(self, request_id: str) -> list[Sequence]:
@@ -71,6 +80,7 @@ class Scheduler:
         else:
             self.waiting.remove(seq)
         seq.status = SequenceStatus.FINISHED
+        del self.live[seq.seq_id]
         seq.finish_reason, seq.stop_reason = reason, stop_reason
         self.kv.forget(seq)
         self._finished_since_step.append(seq.seq_id)
@@ -88,6 +98,9 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
+            if seq.will_finish_by_length or (seq.num_inflight and seq.num_tokens >= self.config.max_model_len):
+                i += 1  # finishes when its in-flight token lands; computing more would be thrown away
+                continue
             num_new = min(seq.num_tokens - seq.num_computed_tokens, budget)
             if not self.config.chunked_prefill and num_new < seq.num_tokens - seq.num_computed_tokens:
                 i += 1
@@ -106,7 +119,7 @@ class Scheduler:
         # Admitting while preempting would only evict the newcomers again.
         while self.waiting and budget > 0 and not out.preempted_seq_ids:
             seq = self.waiting[0]
-            if len(self.running) + 1 + seq.pending_forks > self.config.max_num_seqs:
+            if len(self.running) + 1 + seq.pending_forks > self.config.max_num_seqs or seq.num_inflight:
                 break
             hits, num_hit = self.kv.get_computed_blocks(seq)
             remaining = seq.num_tokens - num_hit
@@ -130,22 +143,39 @@ class Scheduler:
                 ScheduledSeq(
                     seq.seq_id, seq.token_ids, seq.num_computed_tokens, num_new, self.kv.block_ids(seq.seq_id),
                     seq.num_computed_tokens + num_new == seq.num_tokens, seq.params, seq.num_prompt_tokens, seq.seed,
+                    inflight_input=seq.num_computed_tokens + num_new > len(seq.token_ids),
                 )
             )
         out.num_batched_tokens = self.config.max_num_batched_tokens - budget
         return out
 
     def update(self, sched: SchedulerOutput, result: ModelRunnerOutput) -> list[Sequence]:
-        """Apply the runner's result; return the sequences that produced a token this step."""
-        by_id = {s.seq_id: s for s in self.running}
-        progressed: list[Sequence] = []
+        """Apply a finished step in one go; return the sequences that produced a token."""
+        self.advance(sched)
+        return self.apply(sched, result)
+
+    def advance(self, sched: SchedulerOutput) -> None:
+        """The step is launched: its tokens count as computed, and each sampling row has a token in flight."""
         for item in sched.seqs:
-            seq = by_id.get(item.seq_id)
-            if seq is None:  # aborted during the step
+            seq = self.live.get(item.seq_id)
+            if seq is None or seq.status is not SequenceStatus.RUNNING:  # aborted meanwhile
                 continue
             self.num_prompt_tokens += max(0, min(seq.num_prompt_tokens, item.start + item.num_new) - item.start)
             seq.num_computed_tokens = item.start + item.num_new
+            if item.sample:
+                seq.num_inflight += 1
+
+    def apply(self, sched: SchedulerOutput, result: ModelRunnerOutput) -> list[Sequence]:
+        """The step's sampled tokens are on the host: append them, fork, check stops."""
+        progressed: list[Sequence] = []
+        for item in sched.seqs:
+            seq = self.live.get(item.seq_id)
+            if seq is None:  # finished or aborted since the launch: its token is dropped
+                continue
             self.kv.cache_computed(seq)
+            if not item.sample:
+                continue
+            seq.num_inflight -= 1
             token = result.sampled.get(seq.seq_id)
             if token is None:
                 continue
@@ -166,7 +196,7 @@ class Scheduler:
             self.finish(seq, "stop", token)
         elif not params.ignore_eos and token in self.eos_token_ids:
             self.finish(seq, "stop")
-        elif seq.num_output_tokens >= params.max_tokens or seq.num_tokens >= self.config.max_model_len:
+        elif seq.num_output_tokens >= params.max_tokens or len(seq.token_ids) >= self.config.max_model_len:
             self.finish(seq, "length")
 
     def _fork(self, leader: Sequence) -> list[Sequence]:
@@ -183,6 +213,7 @@ class Scheduler:
             )
             self.kv.fork(leader, sib, num_shared)
             self.running.append(sib)
+            self.live[sib.seq_id] = sib
             siblings.append(sib)
         leader.pending_forks = 0
         return siblings

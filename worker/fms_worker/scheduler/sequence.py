@@ -28,8 +28,11 @@ class Sequence:
     params: SamplingParams
     arrival: float
     # Tokens whose K/V are in the cache. The one rule: each step moves this
-    # towards len(token_ids); when it gets there, a token is sampled.
+    # towards num_tokens; when it gets there, a token is sampled.
     num_computed_tokens: int = 0
+    # Sampled on the GPU by a launched step but not yet known on the host (overlapped
+    # scheduling): they count as tokens, and the runner feeds them from the GPU.
+    num_inflight: int = 0
     status: SequenceStatus = SequenceStatus.WAITING
     pending_forks: int = 0  # siblings to fork once the prompt is computed (n > 1)
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache at first admission
@@ -39,11 +42,18 @@ class Sequence:
 
     @property
     def num_tokens(self) -> int:
-        return len(self.token_ids)
+        """Known tokens plus those still in flight."""
+        return len(self.token_ids) + self.num_inflight
 
     @property
     def num_output_tokens(self) -> int:
+        """Generated tokens known on the host."""
         return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def will_finish_by_length(self) -> bool:
+        """Its in-flight tokens already reach max_tokens (or the context): nothing more to compute."""
+        return self.num_inflight > 0 and self.num_output_tokens + self.num_inflight >= self.params.max_tokens
 
     @property
     def output_token_ids(self) -> list[int]:

@@ -14,7 +14,7 @@ Weights are random: speed does not depend on their values.
 from __future__ import annotations
 
 import argparse
-import gc
+import subprocess
 import json
 import sys
 import time
@@ -102,10 +102,22 @@ def _time(fn, reps: int = 50) -> float:
     return s.elapsed_time(e) * 1e3 / reps
 
 
-def _release(engine) -> None:
-    del engine
-    gc.collect()
-    torch.cuda.empty_cache()
+def run_job(model_dir: Path, job: str) -> dict:
+    """One measurement in this (fresh) process: 'batch1:SCHEME' or 'offline:SCHEME:KV_DTYPE'."""
+    kind, scheme, *kv = job.split(":")
+    if kind == "batch1":
+        engine = make_engine(model_dir, scheme, max_num_seqs=8)
+        return {"tokens_per_s": batch1_tokens_per_s(engine), "weight_bytes": weight_bytes(engine)}
+    engine = make_engine(model_dir, scheme, kv[0] if kv else "auto")
+    return {**offline(engine), "weight_bytes": weight_bytes(engine)}
+
+
+def in_child(model_dir: Path, job: str) -> dict:
+    """Each engine gets its own process, so nothing of the previous one's GPU memory is left behind."""
+    out = subprocess.run([sys.executable, __file__, str(model_dir), "--job", job], capture_output=True, text=True)
+    if out.returncode:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -113,33 +125,39 @@ def main() -> None:
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("--out", type=Path, default=Path("quant_gpu.json"))
     ap.add_argument("--skip-offline", action="store_true")
+    ap.add_argument("--job", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.job:
+        print(json.dumps(run_job(args.model_dir, args.job)))
+        return
     results: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch1": {}, "offline": {}}
 
     for scheme in ("none", "int8", "int4"):
-        engine = make_engine(args.model_dir, scheme, max_num_seqs=8)
-        results["batch1"][scheme] = {"tokens_per_s": batch1_tokens_per_s(engine), "weight_bytes": weight_bytes(engine)}
+        results["batch1"][scheme] = in_child(args.model_dir, f"batch1:{scheme}")
         print(scheme, results["batch1"][scheme], flush=True)
         args.out.write_text(json.dumps(results, indent=2))  # partial results survive a timeout
-        _release(engine)
     if not args.skip_offline:
         for label, quant, kv in (("bf16", "none", "auto"), ("fp8", "fp8", "fp8")):
-            engine = make_engine(args.model_dir, quant, kv)
-            results["offline"][label] = {**offline(engine), "weight_bytes": weight_bytes(engine)}
+            results["offline"][label] = in_child(args.model_dir, f"offline:{quant}:{kv}")
             print(label, results["offline"][label], flush=True)
             args.out.write_text(json.dumps(results, indent=2))
-            _release(engine)
     results["sparse24_matmul_14336x4096"] = sparse24_matmul()
 
     base = results["batch1"]["none"]["tokens_per_s"]
     print(f"\n{results['device']}, torch {results['torch']}")
     print(f"{'batch 1':<10}{'tok/s':>10}{'x bf16':>8}{'weights GiB':>13}")
     for scheme, r in results["batch1"].items():
+        if "error" in r:
+            print(f"{scheme:<10}failed: {r['error']}")
+            continue
         print(f"{scheme:<10}{r['tokens_per_s']:>10.1f}{r['tokens_per_s'] / base:>8.2f}{r['weight_bytes'] / 2**30:>13.2f}")
     if results["offline"]:
         ob = results["offline"]["bf16"]["output_tokens_per_s"]
         print(f"{'offline':<10}{'tok/s':>10}{'x bf16':>8}{'weights GiB':>13}{'KV blocks':>11}")
         for label, r in results["offline"].items():
+            if "error" in r:
+                print(f"{label:<10}failed: {r['error']}")
+                continue
             print(f"{label:<10}{r['output_tokens_per_s']:>10.1f}{r['output_tokens_per_s'] / ob:>8.2f}"
                   f"{r['weight_bytes'] / 2**30:>13.2f}{r['num_kv_blocks']:>11}")
     print(f"{'2:4 M':<10}{'dense us':>10}{'sparse us':>11}{'speedup':>9}")

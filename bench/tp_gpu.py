@@ -65,9 +65,12 @@ def run(engine, reqs: list[workload.Request]) -> tuple[float, int, list[list[int
 def measure(model_dir: Path, tp: int, num_requests: int, equality_reqs) -> dict:
     engine = make_engine(model_dir, tp, 8192)
     try:
+        t0 = time.perf_counter()
         run(engine, [workload.latency_request(max_tokens=16)])  # warm-up
+        print(f"TP={tp}: warm-up done in {time.perf_counter() - t0:.1f} s", flush=True)
         dt, n, _ = run(engine, [workload.latency_request()])
-        res = {"tp": tp, "batch1_tokens_per_s": n / dt}
+        res = {"tp": tp, "batch1_tokens_per_s": n / dt, "async_scheduling": engine.async_scheduling}
+        print(f"TP={tp}: batch 1 {n / dt:.1f} tok/s", flush=True)
         dt, n, _ = run(engine, workload.offline_set(num_requests))
         res |= {"offline_tokens_per_s": n / dt, "offline_seconds": dt, "offline_output_tokens": n}
         res["greedy"] = run(engine, equality_reqs)[2]

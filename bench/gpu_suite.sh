@@ -11,7 +11,7 @@ export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor TRITON_CACHE_DIR=/tmp/triton
 tok=.device/tokenizer
 case "$what" in
   tests)
-    python3 -m pytest -q -p no:cacheprovider -c /dev/null --rootdir . -o markers=gpu -W error tests/gpu 2>&1 | tee "$out/gpu-tests.log" ;;
+    python3 -m pytest -q -p no:cacheprovider -p no:asyncio -c /dev/null --rootdir . -o markers=gpu -W error tests/gpu 2>&1 | tee "$out/gpu-tests.log" ;;
   1b|8b)
     shape=$([ "$what" = 1b ] && echo llama-3.2-1b || echo llama-3.1-8b)
     [ -f "/tmp/$shape/config.json" ] || python3 bench/random_model.py "$shape" "/tmp/$shape" --tokenizer "$tok"

@@ -129,7 +129,7 @@ def serve_process(model_dir: str, args: argparse.Namespace) -> tuple[subprocess.
     cmd = [sys.executable, "-m", "fms_worker.cli", "serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
            "--dtype", args.dtype, "--device", args.device, "--max-num-seqs", str(args.max_num_seqs),
            "--max-waiting", str(max(args.num_requests, 1)), "--max-model-len", str(args.max_model_len),
-           "--log-level", "warning"]
+           "--gpu-memory-utilization", str(args.gpu_memory_utilization), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, env=os.environ.copy())
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 900
@@ -154,7 +154,8 @@ def offline_baseline(model_dir: str, prompts: list[list[int]], args: argparse.Na
 
     engine = LLMEngine(WorkerConfig.model_validate({
         "model": {"path": model_dir, "max_model_len": args.max_model_len}, "precision": {"dtype": args.dtype},
-        "runtime": {"device": args.device}, "batching": {"max_num_seqs": args.max_num_seqs}}))
+        "runtime": {"device": args.device}, "batching": {"max_num_seqs": args.max_num_seqs},
+        "caching": {"gpu_memory_utilization": args.gpu_memory_utilization}}))
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens, ignore_eos=True)
     engine.generate(prompts[:4], SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True))  # warm-up
     t = time.perf_counter()
@@ -189,6 +190,7 @@ def main() -> None:
     p.add_argument("--rates", type=float, nargs="+", help="several rates, one after another, against the same worker")
     p.add_argument("--serve", metavar="MODEL_DIR", help="start `fms_worker.cli serve MODEL_DIR` as a process first")
     p.add_argument("--max-model-len", type=int, default=4096)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     p.add_argument("--offline-baseline", action="store_true",
                    help="then run the same requests through an in-process engine (needs --serve or --start)")
     p.add_argument("--out", help="write every summary as JSON here")

@@ -31,6 +31,9 @@ import workload  # noqa: E402
 os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # NVLink multicast stays off on the lent machines
 
 
+MEMORY = {"gpu_memory_utilization": 0.85}  # --gpu-memory-utilization
+
+
 def make_engine(model_dir: Path, tp: int, max_tokens_budget: int):
     from fms_worker.config import WorkerConfig
     from fms_worker.engine.llm_engine import LLMEngine
@@ -39,7 +42,7 @@ def make_engine(model_dir: Path, tp: int, max_tokens_budget: int):
         "model": {"path": str(model_dir), "max_model_len": 4096}, "precision": {"dtype": "bfloat16"},
         "runtime": {"device": "cuda"}, "parallel": {"tensor": tp},
         "batching": {"max_num_seqs": 256, "max_num_batched_tokens": max_tokens_budget},
-        "caching": {"gpu_memory_utilization": 0.85},
+        "caching": dict(MEMORY),
     }))
 
 
@@ -98,7 +101,9 @@ def main() -> None:
     ap.add_argument("--tp", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--num-requests", type=int, default=256)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     args = ap.parse_args()
+    MEMORY["gpu_memory_utilization"] = args.gpu_memory_utilization
     model_dir = args.model_dir
     if args.random:
         import random_model

@@ -23,7 +23,7 @@ def _greedy(model_dir, tp: int, interconnect: str = "any") -> list[list[int]]:
     engine = LLMEngine(WorkerConfig.model_validate({
         "model": {"path": str(model_dir)}, "precision": {"dtype": "float32"}, "runtime": {"device": "cuda"},
         "parallel": {"tensor": tp, "interconnect": interconnect},
-        "caching": {"num_kv_blocks": 256, "block_size": 16}, "batching": {"max_num_batched_tokens": 512},
+        "caching": {"num_kv_blocks": 256, "block_size": 16}, "batching": {"max_num_batched_tokens": 512, "max_num_seqs": 8},
     }))
     try:
         outs = engine.generate(PROMPTS, SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True))

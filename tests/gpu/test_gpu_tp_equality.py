@@ -43,7 +43,8 @@ def model_dir(tmp_path_factory):
 
 def test_topology_is_read():
     topo = read_topology()
-    assert topo is not None and topo.count == _gpus()
+    # NVML sees every GPU of the host, whatever CUDA_VISIBLE_DEVICES hides from torch.
+    assert topo is not None and topo.count >= _gpus()
     print(topo.summary())
 
 

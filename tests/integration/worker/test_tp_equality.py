@@ -7,6 +7,8 @@ slice, and replay every step rank 0's scheduler broadcasts.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from fms_worker.config import WorkerConfig
@@ -19,14 +21,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # spawns rank process
 SMOL_PROMPTS = ["The capital of France is", "def fibonacci(n):", "Water boils at", "Once upon a time, there was"]
 
 
-def _engine(model_dir, tp=1, pp=1, async_scheduling="off") -> LLMEngine:
+def _engine(model_dir, tp=1, pp=1, async_scheduling="off", max_num_seqs=8, num_kv_blocks=64) -> LLMEngine:
     return LLMEngine(WorkerConfig.model_validate({
         "model": {"path": str(model_dir)},
         "precision": {"dtype": "float32"},
         "runtime": {"device": "cpu", "async_scheduling": async_scheduling},
         "parallel": {"tensor": tp, "pipeline": pp},
-        "batching": {"max_num_batched_tokens": 64, "max_num_seqs": 8},  # chunked prefill + mixed steps
-        "caching": {"num_kv_blocks": 64, "block_size": 8},
+        "batching": {"max_num_batched_tokens": 64, "max_num_seqs": max_num_seqs},  # chunked prefill + mixed steps
+        "caching": {"num_kv_blocks": num_kv_blocks, "block_size": 8},
     }))
 
 
@@ -93,3 +95,41 @@ def test_tiny_llama_tp2_with_one_replicated_kv_head(tiny_dir):
 
 def test_tiny_llama_tp2_pp2(tiny_dir):
     assert _greedy(tiny_dir, TINY_PROMPTS, tp=2, pp=2) == _greedy(tiny_dir, TINY_PROMPTS)
+
+
+def test_tiny_llama_tp2_async_many_sequences_sends_only_step_inputs(tiny_dir, monkeypatch):
+    # 24 rows at once under async scheduling: chunked prefill, in-flight inputs and preemption (40 blocks hold
+    # ~2 rows' worst case) agree with one process; and each step's broadcast carries a row's input ids only
+    # (whole token lists, pickled every step, made TP slow with many long sequences), penalty rows excepted.
+    from fms_worker.parallel import launch
+
+    rng = random.Random(0)
+    prompts = [[rng.randrange(3, 257) for _ in range(rng.randint(10, 90))] for _ in range(24)]
+    params = [SamplingParams(temperature=0.0, max_tokens=rng.randint(10, 40), ignore_eos=True,
+                             repetition_penalty=1.3 if i % 8 == 0 else 1.0) for i in range(24)]
+    params[5] = SamplingParams(temperature=0.8, seed=7, max_tokens=30, ignore_eos=True)
+
+    def run(tp, async_scheduling):
+        engine = _engine(tiny_dir, tp, async_scheduling=async_scheduling, max_num_seqs=24, num_kv_blocks=40)
+        try:
+            outs = engine.generate(prompts, params)
+            return [o.outputs[0].token_ids for o in outs], engine.scheduler.num_preemptions
+        finally:
+            getattr(engine.runner, "close", lambda: None)()
+
+    reference, _ = run(1, "off")
+    sent = []
+    real = launch.broadcast_object
+
+    def record(obj, groups, src=0):
+        if obj is not None and obj[0] in ("launch", "execute"):
+            sent.append(obj[1][0])
+        return real(obj, groups, src)
+
+    monkeypatch.setattr(launch, "broadcast_object", record)
+    tokens, preemptions = run(2, "on")
+    assert preemptions > 0
+    assert tokens == reference
+    rows = [s for sched in sent for s in sched.seqs]
+    assert rows and all(len(s.token_ids) <= s.num_new for s in rows if not s.params.uses_history)
+    assert any(len(s.token_ids) > s.num_new for s in rows if s.params.uses_history)

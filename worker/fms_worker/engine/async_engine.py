@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
-from fms_worker.engine.types import EngineStats, RequestOutput, SamplingParams
+from fms_worker.engine.types import CompletionOutput, EngineStats, RequestOutput, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,14 @@ _END = object()  # sentinel pushed after a request's final output
 _CUT = object()  # sentinel: the server cut the request off (drain timeout, shutdown)
 
 
+def _merge(earlier: RequestOutput, later: RequestOutput) -> RequestOutput:
+    """`later` with the deltas of both (cumulative fields are already the later ones)."""
+    outputs = [CompletionOutput(b.index, b.token_ids, b.text, a.new_token_ids + b.new_token_ids, a.new_text + b.new_text,
+                                b.logprobs, b.finish_reason, b.stop_reason) for a, b in zip(earlier.outputs, later.outputs)]
+    return RequestOutput(later.request_id, later.prompt_token_ids, outputs, later.finished, later.times,
+                         later.num_cached_prompt_tokens)
+
+
 class RequestStream:
     """Outputs of one request, in order; consumed on the event loop."""
 
@@ -89,6 +97,11 @@ class RequestStream:
         if self.closed:
             raise StopAsyncIteration
         item = await self.queue.get()
+        while isinstance(item, RequestOutput) and not self.queue.empty() and isinstance(self.queue._queue[0],
+                                                                                          RequestOutput):
+            # The consumer fell behind the engine: hand over one output carrying every delta since,
+            # so a slow event loop sends fewer, larger chunks instead of falling further behind.
+            item = _merge(item, self.queue.get_nowait())
         if item is _END:
             aborted = any(o.finish_reason == "abort" for o in self.last.outputs)
             self._done("abort" if aborted else "success", abort=False)

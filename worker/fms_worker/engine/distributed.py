@@ -76,12 +76,17 @@ class ParallelRunner:
     def allocate_kv_cache(self, num_blocks: int) -> None:
         self._call("allocate_kv_cache", num_blocks)
 
+    def _step(self, method: str, sched):
+        # Followers get a compact copy (this step's input ids per row); rank 0 runs the step it scheduled.
+        launch.broadcast_object((method, (sched.for_followers(),)), self.groups)
+        return _finish(method, getattr(self.local, method)(sched), self.groups)
+
     def execute(self, sched):
-        return self._call("execute", sched)
+        return self._step("execute", sched)
 
     def launch(self, sched):
         """Every rank queues the step; only rank 0 ever waits for its tokens (pipeline parallel: never used)."""
-        return self._call("launch", sched)
+        return self._step("launch", sched)
 
     def resolve(self, launched):
         return self.local.resolve(launched)

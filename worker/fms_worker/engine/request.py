@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from fms_worker.engine.detokenizer import IncrementalDetokenizer
 from fms_worker.engine.types import CompletionOutput, RequestOutput, RequestTimes, SamplingParams
@@ -43,21 +43,19 @@ class RequestState:
         """The caller's copy of this step's state.
 
         Deltas are fresh lists every step, so they are the caller's to keep. The cumulative
-        `token_ids`/`logprobs` of an unfinished completion are the live lists (copying them every
-        step cost O(tokens so far) per sequence, which dominated the host's time per step at large
-        batch); they are copied once the completion finishes.
+        `token_ids`/`logprobs` of an unfinished completion are the live lists, and so are the
+        unfinished request's `times` (copying them every step cost O(tokens so far) per sequence,
+        which dominated the host's time per step at large batch); all are copied once it finishes.
+        Built with plain constructors: this runs for every sequence on every step.
         """
-        return RequestOutput(
-            request_id=self.request_id,
-            prompt_token_ids=self.prompt_token_ids,
-            outputs=[self._output(c) for c in self.completions],
-            finished=self.finished,
-            times=copy.copy(self.times),
-            num_cached_prompt_tokens=self.num_cached_prompt_tokens,
-        )
+        finished = self.finished
+        return RequestOutput(self.request_id, self.prompt_token_ids, [_output(c) for c in self.completions], finished,
+                             copy.copy(self.times) if finished else self.times, self.num_cached_prompt_tokens)
 
-    @staticmethod
-    def _output(c: CompletionOutput) -> CompletionOutput:
-        if not c.finished:
-            return replace(c)
-        return replace(c, token_ids=list(c.token_ids), logprobs=copy.deepcopy(c.logprobs))
+
+def _output(c: CompletionOutput) -> CompletionOutput:
+    if c.finish_reason is None:
+        return CompletionOutput(c.index, c.token_ids, c.text, c.new_token_ids, c.new_text, c.logprobs, None,
+                                c.stop_reason)
+    return CompletionOutput(c.index, list(c.token_ids), c.text, c.new_token_ids, c.new_text,
+                            copy.deepcopy(c.logprobs), c.finish_reason, c.stop_reason)

@@ -23,7 +23,7 @@ class StepInputs:
 
 def known_ids(item: ScheduledSeq) -> list[int]:
     """The step's input ids known on the host; an in-flight last token reads as 0 (the runner fills it in)."""
-    ids = item.token_ids[item.start : item.start + item.num_new]
+    ids = item.input_ids
     return ids + [0] if item.inflight_input else ids
 
 

@@ -120,7 +120,8 @@ class ModelRunner:
             return None
         batch = SamplingBatch.build(
             [s.params for s in inputs.sampling_seqs],
-            [(s.token_ids, s.num_prompt_tokens) for s in inputs.sampling_seqs],
+            # Only penalty rows read their history (other ranks get just the step's ids for the rest).
+            [(s.token_ids, s.num_prompt_tokens) if s.params.uses_history else ([], 0) for s in inputs.sampling_seqs],
             [self._generator(s.seq_id, s.seed) for s in inputs.sampling_seqs],
             self.vocab_size,
             self.device,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fms_worker.engine.types import SamplingParams
 
@@ -10,7 +10,7 @@ from fms_worker.engine.types import SamplingParams
 @dataclass
 class ScheduledSeq:
     seq_id: int
-    token_ids: list[int]  # the whole sequence (a reference, not a copy); compute [start:start+num_new]
+    token_ids: list[int]  # the whole sequence (a reference, not a copy); compute input_ids = [start:start+num_new]
     start: int  # num_computed_tokens before this step
     num_new: int
     block_ids: list[int]
@@ -19,6 +19,23 @@ class ScheduledSeq:
     num_prompt_tokens: int
     seed: int | None = None
     inflight_input: bool = False  # the last input token was sampled by the previous, unresolved step
+    token_offset: int = 0  # token_ids[0] is the sequence's token at this position (a rank's compact copy)
+
+    @property
+    def input_ids(self) -> list[int]:
+        """This step's input ids known on the host (one short when the last is in flight)."""
+        begin = self.start - self.token_offset
+        return self.token_ids[begin : begin + self.num_new]
+
+    def for_followers(self) -> "ScheduledSeq":
+        """What the other ranks read: this step's input ids, not the whole (ever longer) sequence.
+
+        Rows with penalties keep their full history: sampling reads it (under pipeline parallelism the
+        last stage's draw is the one kept).
+        """
+        if self.params.uses_history or self.token_offset:
+            return self
+        return replace(self, token_ids=self.input_ids, token_offset=self.start)
 
 
 @dataclass
@@ -31,6 +48,10 @@ class SchedulerOutput:
     @property
     def is_empty(self) -> bool:
         return not self.seqs
+
+    def for_followers(self) -> "SchedulerOutput":
+        """The step as broadcast to the other ranks; pickling full token lists every step grows with context."""
+        return replace(self, seqs=[s.for_followers() for s in self.seqs])
 
 
 @dataclass

@@ -35,10 +35,39 @@ async def test_generate_streams_deltas_from_one_engine_thread(fake_engine):
         outs = await _run(ae, "r1", max_tokens=5)
     finally:
         await ae.stop()
-    assert [o.outputs[0].new_text for o in outs] == list("abcde")
+    assert "".join(o.outputs[0].new_text for o in outs) == "abcde"  # one delta per step, or merged (below)
+    assert sum(len(o.outputs[0].new_token_ids) for o in outs) == 5
     assert outs[-1].finished and outs[-1].outputs[0].text == "abcde"
     assert len(fake_engine.thread_ids) == 1 and threading.get_ident() not in fake_engine.thread_ids
     assert rec.outcomes == ["success"] and rec.steps == 5
+
+
+async def test_a_stream_that_fell_behind_gets_its_deltas_merged():
+    from fms_worker.engine.async_engine import _END, RequestStream
+    from fms_worker.engine.types import CompletionOutput, RequestOutput, RequestTimes
+
+    def out(step: int, finished: bool = False) -> RequestOutput:
+        text = "abc"[: step + 1]
+        comp = CompletionOutput(0, [10, 11, 12][: step + 1], text, [10 + step], text[-1],
+                                finish_reason="length" if finished else None)
+        return RequestOutput("r", [1], [comp], finished, RequestTimes(0.0))
+
+    class Owner:  # the stream only reports back to its engine when it ends
+        observer = Recorder()
+
+        def _forget(self, request_id):
+            pass
+
+    stream = RequestStream(Owner(), "r")
+    for step in range(3):  # three steps land before the consumer looks
+        stream.queue.put_nowait(out(step, finished=step == 2))
+    stream.queue.put_nowait(_END)
+    got = [o async for o in stream]
+    assert len(got) == 1
+    (merged,) = got[0].outputs
+    assert merged.new_token_ids == [10, 11, 12] and merged.new_text == "abc" and merged.text == "abc"
+    assert merged.finish_reason == "length" and got[0].finished
+    assert Owner.observer.outcomes == ["success"]
 
 
 async def test_many_concurrent_requests_finish_and_free_blocks(fake_engine):

@@ -40,6 +40,7 @@ class InstantModel:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--requests", type=int, default=256, help="sequences running at once (1: the batch-1 case)")
     ap.add_argument("--transformers-decode", action="store_true", help="detokenize through transformers' decode wrapper")
     args = ap.parse_args()
     import prepare_models
@@ -57,7 +58,7 @@ def main() -> None:
         "caching": {"num_kv_blocks": 20000, "prefix_caching": False}, "runtime": {"device": "cpu"},
     }))
     engine.runner = InstantModel()
-    for i, r in enumerate(workload.offline_set(256)):
+    for i, r in enumerate(workload.offline_set(args.requests)):
         engine.add_request(f"r{i}", r.prompt_ids, SamplingParams(temperature=0.0, max_tokens=r.max_tokens, ignore_eos=True))
     t = time.perf_counter()
     steps = 0
@@ -65,7 +66,7 @@ def main() -> None:
         engine.step()
         steps += 1
     ms = (time.perf_counter() - t) / steps * 1e3
-    print(f"{steps} steps, 256 requests, {ms:.1f} ms of host work per step"
+    print(f"{steps} steps, {args.requests} requests, {ms:.2f} ms of host work per step"
           f" ({'transformers decode' if args.transformers_decode else 'fast decode'})")
 
 

@@ -28,9 +28,15 @@ _PATHS = {
 
 
 class KubeError(RuntimeError):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, causes: tuple[str, ...] = ()) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
+        self.causes = causes  # the Status body's details.causes[].reason
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """The namespace is being deleted: nothing new can be created there, and nothing needs to be."""
+        return self.status == 403 and "NamespaceTerminating" in self.causes
 
 
 class Kube:
@@ -60,10 +66,12 @@ class Kube:
             return None
         if resp.status >= 400:
             try:
-                message = json.loads(raw).get("message", raw)
-            except ValueError:
-                message = raw
-            raise KubeError(resp.status, str(message))
+                body = json.loads(raw)
+                message = body.get("message", raw)
+                causes = tuple(c.get("reason", "") for c in (body.get("details") or {}).get("causes") or [])
+            except (ValueError, AttributeError):
+                message, causes = raw, ()
+            raise KubeError(resp.status, str(message), causes)
         return json.loads(raw) if raw else {}
 
     def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:

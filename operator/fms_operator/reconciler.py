@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
 from fms_operator import metrics
+from fms_operator.kube import KubeError
 from fms_operator.api.resource import FMS, InvalidSpec
 from fms_operator.plan import Action, Observed, plan
 from fms_operator.render import render_all
@@ -87,26 +88,38 @@ class Reconciler:
     def reconcile(self, snap: Snapshot, trigger: str) -> list[Action]:
         meta = snap.body["metadata"]
         key = (meta["namespace"], meta["name"])
+        if meta.get("deletionTimestamp"):  # going away: its children go with it (owner references)
+            return []
         with self._locks[key], metrics.reconcile_timer(trigger):
             try:
-                fms, desired = self._render(key, snap.body)
-            except InvalidSpec as e:
-                self._write_status(snap.body, key, {"observedGeneration": meta.get("generation"), "phase": "Degraded",
-                                                    "conditions": [{"type": "Degraded", "status": "True", "reason": "InvalidSpec",
-                                                                    "message": str(e)[:4000], "lastTransitionTime": self.clock()}]})
+                return self._reconcile(snap, key)
+            except KubeError as e:
+                if not e.namespace_terminating:
+                    raise
+                log.info("%s/%s: its namespace is being deleted; nothing to reconcile", *key)
                 return []
-            actions = plan(desired, self._observed(key, snap.observed))
-            for action in actions:
-                self._execute(key, action)
-            if actions:  # one Event per reconcile, not per object: Events are API writes too
-                done = ", ".join(f"{a.kind} {a.name} {_VERBS[a.reason]}" for a in actions)
-                self.emit(snap.body, "Normal", "Applied", done)
-            status = compute(fms, snap.deployment, snap.pods, self.statuses.get(key) or snap.body.get("status") or {}, self.clock())
-            if is_grouped(fms):
-                self._check_gangs(fms, key, snap, status)
-            self._write_status(snap.body, key, status)
-            self._observe_startups(key, snap.pods)
-            return actions
+
+    def _reconcile(self, snap: Snapshot, key: tuple[str, str]) -> list[Action]:
+        meta = snap.body["metadata"]
+        try:
+            fms, desired = self._render(key, snap.body)
+        except InvalidSpec as e:
+            self._write_status(snap.body, key, {"observedGeneration": meta.get("generation"), "phase": "Degraded",
+                                                "conditions": [{"type": "Degraded", "status": "True", "reason": "InvalidSpec",
+                                                                "message": str(e)[:4000], "lastTransitionTime": self.clock()}]})
+            return []
+        actions = plan(desired, self._observed(key, snap.observed))
+        for action in actions:
+            self._execute(key, action)
+        if actions:  # one Event per reconcile, not per object: Events are API writes too
+            done = ", ".join(f"{a.kind} {a.name} {_VERBS[a.reason]}" for a in actions)
+            self.emit(snap.body, "Normal", "Applied", done)
+        status = compute(fms, snap.deployment, snap.pods, self.statuses.get(key) or snap.body.get("status") or {}, self.clock())
+        if is_grouped(fms):
+            self._check_gangs(fms, key, snap, status)
+        self._write_status(snap.body, key, status)
+        self._observe_startups(key, snap.pods)
+        return actions
 
     def _observe_startups(self, key: tuple[str, str], pods: list[PodView]) -> None:
         seen = self._startups_seen[key]

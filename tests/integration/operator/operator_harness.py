@@ -57,10 +57,13 @@ class Operator:
 
 
 @contextmanager
-def running_operator(cluster, log: Path) -> Iterator[Operator]:
+def running_operator(cluster, log: Path, namespaces: tuple[str, ...] = ()) -> Iterator[Operator]:
+    """The operator as a process; cluster-wide unless `namespaces` are given."""
     port = free_port()
+    scope = [arg for ns in namespaces for arg in ("--namespace", ns)]
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "fms_operator", "--metrics-port", str(port), "--liveness", ""],
+        proc = subprocess.Popen([sys.executable, "-m", "fms_operator", "--metrics-port", str(port), "--liveness", "",
+                                 *scope],
                                 env=cluster.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     op = Operator(proc, log, port)
     try:

@@ -33,7 +33,8 @@ def test_restart_writes_nothing(cluster, namespace, tmp_path):
     before = _versions(cluster, namespace)
     assert {"Deployment/smollm2", "PodDisruptionBudget/smollm2", "ConfigMap/minilm-worker-config"} <= before.keys()
 
-    with running_operator(cluster, tmp_path / "second.log") as op:
+    # Watching only this namespace: other tests' objects (some in namespaces being deleted) are not ours to count.
+    with running_operator(cluster, tmp_path / "second.log", namespaces=(namespace,)) as op:
         # The new process has seen both objects (and their pods) before we look.
         wait_until("reconciles after restart", lambda: op.metric("fms_operator_reconciles_total") >= 2, timeout=60)
         time.sleep(5)  # room for any late (wrong) write to show up

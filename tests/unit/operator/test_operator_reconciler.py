@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from operator_factory import make_fms
 
 from fms_operator.plan import observed_from
@@ -65,3 +66,34 @@ def test_invalid_stored_spec_is_reported_not_raised():
     assert rec.reconcile(snap, "test") == []
     assert kube.status["conditions"][0]["reason"] == "InvalidSpec"
     assert "parallelism.tensor" in kube.status["conditions"][0]["message"]
+
+
+def test_an_object_being_deleted_is_left_alone():
+    kube = FakeKube()
+    rec = Reconciler(kube, lambda *a: None, clock=lambda: "T")
+    snap = Snapshot(body=body({"replicas": 1}))
+    snap.body["metadata"]["deletionTimestamp"] = "2026-11-27T00:00:00Z"
+    assert rec.reconcile(snap, "test") == [] and kube.writes == []
+
+
+def test_a_terminating_namespace_is_not_an_error():
+    from fms_operator import metrics
+    from fms_operator.kube import KubeError
+
+    class TerminatingKube(FakeKube):
+        def apply(self, manifest):
+            raise KubeError(403, "unable to create new content in namespace ns because it is being terminated",
+                            ("NamespaceTerminating",))
+
+    errors = metrics.ERRORS.labels("test")._value.get()
+    rec = Reconciler(TerminatingKube(), lambda *a: None, clock=lambda: "T")
+    assert rec.reconcile(Snapshot(body=body({"replicas": 1})), "test") == []
+    assert metrics.ERRORS.labels("test")._value.get() == errors
+
+    class ForbiddenKube(FakeKube):  # any other refusal still surfaces
+        def apply(self, manifest):
+            raise KubeError(403, "configmaps is forbidden: User cannot create", ())
+
+    rec = Reconciler(ForbiddenKube(), lambda *a: None, clock=lambda: "T")
+    with pytest.raises(KubeError, match="User cannot create"):
+        rec.reconcile(Snapshot(body=body({"replicas": 1})), "test")

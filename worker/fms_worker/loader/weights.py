@@ -18,7 +18,7 @@ from torch import nn
 from transformers import AutoConfig
 
 from fms_worker.models.registry import resolve_model_class
-from fms_worker.quantization.checkpoint import check_dense_checkpoint
+from fms_worker.quantization.checkpoint import checkpoint_weights
 
 
 def load_hf_config(model_dir: str | Path):
@@ -43,6 +43,15 @@ def iter_safetensors(model_dir: str | Path, device: str = "cpu") -> Iterator[tup
         with safe_open(str(path), framework="pt", device=device) as f:
             for name in f.keys():
                 yield name, f.get_tensor(name)
+
+
+def tensor_names(model_dir: str | Path) -> list[str]:
+    """Every tensor name in the checkpoint, from the files' headers (no tensor data is read)."""
+    names: list[str] = []
+    for path in safetensors_files(model_dir):
+        with safe_open(str(path), framework="pt") as f:
+            names.extend(f.keys())
+    return names
 
 
 def _pending_shards(model: nn.Module, packed: dict) -> dict[str, set]:
@@ -107,11 +116,13 @@ def load_weights(model: nn.Module, weights: Iterator[tuple[str, torch.Tensor]]) 
 def load_model(model_dir: str | Path, device: torch.device, dtype: torch.dtype, hf_config=None,
                quant_method=None) -> nn.Module:
     hf_config = hf_config or load_hf_config(model_dir)
-    check_dense_checkpoint(hf_config, model_dir)
+    weights = iter_safetensors(model_dir, device="cpu" if device.type == "cpu" else str(device))
+    weights = checkpoint_weights(hf_config, model_dir, weights, dtype, quantized=quant_method is not None,
+                                 names=lambda: tensor_names(model_dir))
     cls = resolve_model_class(hf_config)
     args = cls.args_type.from_hf(hf_config)
     with torch.device(device):
         model = cls(args, dtype, quant_method=quant_method)
-    load_weights(model, iter_safetensors(model_dir, device="cpu" if device.type == "cpu" else str(device)))
+    load_weights(model, weights)
     return model.eval()
 

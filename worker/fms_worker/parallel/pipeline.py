@@ -17,11 +17,12 @@ import torch.distributed as dist
 from torch import nn
 
 from fms_worker.layers.attention import AttentionMetadata
-from fms_worker.loader.weights import load_weights
+from fms_worker.loader.weights import load_weights, tensor_names
 from fms_worker.models.registry import resolve_model_class
 from fms_worker.parallel.stages import stage_layers
 from fms_worker.parallel.state import check_pipeline_parallel, check_tensor_parallel, get_parallel_state
 from fms_worker.parallel.weights import iter_model_dir, stage_weights
+from fms_worker.quantization.checkpoint import checkpoint_weights
 
 
 class PipelineStage(nn.Module):
@@ -74,7 +75,9 @@ def build_parallel_model(model_dir: str | Path, hf_config, device: torch.device,
     first, last = stage_layers(args.num_layers, state.pp_size, state.pp_rank)
     with torch.device(device):
         model = cls(dataclasses.replace(args, num_layers=last - first), dtype, quant_method=quant_method)
-    load_weights(model, stage_weights(iter_model_dir(model_dir), first, last))
+    weights = checkpoint_weights(hf_config, model_dir, iter_model_dir(model_dir), dtype, quant_method is not None,
+                                 names=lambda: tensor_names(model_dir))
+    load_weights(model, stage_weights(weights, first, last))
     model.args = args  # the whole model's shape (vocab, max positions), as the runner expects
     model = model.eval()
     if state.pp_size == 1:

@@ -1,14 +1,23 @@
 """Pre-quantized checkpoints (GPTQ, AWQ, compressed-tensors, fp8, bitsandbytes ...).
 
-fms quantizes dense checkpoints at load time; it does not read packed
-third-party layouts yet. This check turns what would otherwise be a confusing
-"checkpoint tensor 'qweight' has no matching parameter" into an error that
-says what to do.
+fms quantizes dense checkpoints at load time. Of the packed third-party
+layouts it reads 4-bit GPTQ (quantization/gptq.py: each linear becomes dense
+again as it loads, then the configured scheme applies). For the others this
+check turns what would otherwise be a confusing "checkpoint tensor 'qweight'
+has no matching parameter" into an error that says what to do.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import torch
+
+from fms_worker.quantization import gptq
+
+log = logging.getLogger(__name__)
 
 # what to set instead, by the checkpoint's scheme
 _SCHEME_HINT = {"gptq": "int4", "awq": "int4", "fp8": "fp8", "bitsandbytes": "int8"}
@@ -23,13 +32,33 @@ def prequantized_method(hf_config) -> str | None:
     return str(getattr(method, "value", method) or "unknown")
 
 
+def _quantization_config(hf_config) -> dict:
+    qc = getattr(hf_config, "quantization_config", None) or {}
+    return qc if isinstance(qc, dict) else qc.to_dict()
+
+
+def checkpoint_weights(hf_config, model_dir: str | Path, weights: Iterator[tuple[str, torch.Tensor]],
+                       dtype: torch.dtype, quantized: bool, names: Callable[[], list[str]]) -> Iterator[tuple[str, torch.Tensor]]:
+    """The checkpoint's tensors as the model's dense layout; refuses layouts it cannot read.
+
+    `names` lists the checkpoint's tensor names (read from the headers; called only for packed layouts)."""
+    check_dense_checkpoint(hf_config, model_dir)
+    if prequantized_method(hf_config) != "gptq":
+        return weights
+    fmt = gptq.GPTQFormat.from_config(_quantization_config(hf_config))
+    if not quantized:
+        log.warning("%s is a 4-bit GPTQ checkpoint served dense; set precision.quantization int4 "
+                    "(int4_group_size %d) to keep it 4-bit", model_dir, fmt.group_size)
+    return gptq.dense_view(weights, fmt, dtype, gptq.expected_parts(names()))
+
+
 def check_dense_checkpoint(hf_config, model_dir: str | Path) -> None:
     method = prequantized_method(hf_config)
-    if method is None:
+    if method is None or method == "gptq":
         return
     hint = _SCHEME_HINT.get(method, "int8, int4 or fp8")
     raise ValueError(
-        f"{model_dir} is a pre-quantized checkpoint (quantization_config.quant_method {method!r}); fms does not "
-        "load pre-quantized layouts yet. Serve the original bf16/fp16 checkpoint and set "
+        f"{model_dir} is a pre-quantized checkpoint (quantization_config.quant_method {method!r}); of the "
+        "pre-quantized layouts fms reads 4-bit GPTQ only. Serve the original bf16/fp16 checkpoint and set "
         f"precision.quantization {hint} to quantize it at load time"
     )

@@ -1,8 +1,8 @@
 """Pre-quantized checkpoints (GPTQ, AWQ, compressed-tensors, fp8, bitsandbytes ...).
 
 fms quantizes dense checkpoints at load time. Of the packed third-party
-layouts it reads 4-bit GPTQ (quantization/gptq.py: each linear becomes dense
-again as it loads, then the configured scheme applies). For the others this
+layouts it reads 4-bit GPTQ and AWQ (gptq.py, awq.py, packed.py: each linear
+becomes dense again as it loads, then the configured scheme applies). For the others this
 check turns what would otherwise be a confusing "checkpoint tensor 'qweight'
 has no matching parameter" into an error that says what to do.
 """
@@ -15,12 +15,15 @@ from pathlib import Path
 
 import torch
 
-from fms_worker.quantization import gptq
+from fms_worker.quantization.awq import AWQFormat
+from fms_worker.quantization.gptq import GPTQFormat
+from fms_worker.quantization.packed import dense_view, expected_parts
 
 log = logging.getLogger(__name__)
 
 # what to set instead, by the checkpoint's scheme
-_SCHEME_HINT = {"gptq": "int4", "awq": "int4", "fp8": "fp8", "bitsandbytes": "int8"}
+_SCHEME_HINT = {"fp8": "fp8", "bitsandbytes": "int8"}
+_PACKED = {"gptq": GPTQFormat, "awq": AWQFormat}  # read as dense weights, one linear at a time
 
 
 def prequantized_method(hf_config) -> str | None:
@@ -43,22 +46,23 @@ def checkpoint_weights(hf_config, model_dir: str | Path, weights: Iterator[tuple
 
     `names` lists the checkpoint's tensor names (read from the headers; called only for packed layouts)."""
     check_dense_checkpoint(hf_config, model_dir)
-    if prequantized_method(hf_config) != "gptq":
+    method = prequantized_method(hf_config)
+    if method not in _PACKED:
         return weights
-    fmt = gptq.GPTQFormat.from_config(_quantization_config(hf_config))
+    fmt = _PACKED[method].from_config(_quantization_config(hf_config))
     if not quantized:
-        log.warning("%s is a 4-bit GPTQ checkpoint served dense; set precision.quantization int4 "
-                    "(int4_group_size %d) to keep it 4-bit", model_dir, fmt.group_size)
-    return gptq.dense_view(weights, fmt, dtype, gptq.expected_parts(names()))
+        log.warning("%s is a 4-bit %s checkpoint served dense; set precision.quantization int4 "
+                    "(int4_group_size %d) to keep it 4-bit", model_dir, method.upper(), fmt.group_size)
+    return dense_view(weights, fmt, dtype, expected_parts(names()))
 
 
 def check_dense_checkpoint(hf_config, model_dir: str | Path) -> None:
     method = prequantized_method(hf_config)
-    if method is None or method == "gptq":
+    if method is None or method in _PACKED:
         return
     hint = _SCHEME_HINT.get(method, "int8, int4 or fp8")
     raise ValueError(
         f"{model_dir} is a pre-quantized checkpoint (quantization_config.quant_method {method!r}); of the "
-        "pre-quantized layouts fms reads 4-bit GPTQ only. Serve the original bf16/fp16 checkpoint and set "
+        "pre-quantized layouts fms reads 4-bit GPTQ and AWQ only. Serve the original bf16/fp16 checkpoint and set "
         f"precision.quantization {hint} to quantize it at load time"
     )

@@ -1,11 +1,14 @@
-"""Reading 4-bit GPTQ tensors: packing, zero-point formats, act-order groups, and the dense view."""
+"""Reading packed 4-bit checkpoints: int32 packing, GPTQ's zero-point formats and act-order groups,
+AWQ's interleaved columns, and the one-linear-at-a-time dense view."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fms_worker.quantization.gptq import GPTQFormat, dense_view, dequantize, expected_parts, pack_int4, unpack_int4
+from fms_worker.quantization.awq import ORDER, AWQFormat, pack_columns, unpack_columns
+from fms_worker.quantization.gptq import GPTQFormat
+from fms_worker.quantization.packed import dense_view, expected_parts, pack_int4, unpack_int4
 
 
 def test_pack_and_unpack_are_inverse_along_both_dims():
@@ -36,14 +39,14 @@ def _parts(k=64, n=16, group=16, offset=1, g_idx=None, seed=0):
 def test_dequantize_reads_both_zero_point_conventions(version, offset):
     fmt = GPTQFormat.from_config({"bits": 4, "group_size": 16, "checkpoint_format": version})
     parts, expected = _parts(offset=offset)
-    assert torch.allclose(dequantize(parts, fmt, torch.float32), expected)
+    assert torch.allclose(fmt.dequantize(parts, torch.float32), expected)
 
 
 def test_act_order_groups_follow_g_idx():
     fmt = GPTQFormat.from_config({"bits": 4, "group_size": 16})
     g_idx = (torch.arange(64) // 16)[torch.randperm(64, generator=torch.Generator().manual_seed(1))]
     parts, expected = _parts(g_idx=g_idx)
-    assert torch.allclose(dequantize(parts, fmt, torch.float32), expected)
+    assert torch.allclose(fmt.dequantize(parts, torch.float32), expected)
 
 
 def test_dense_view_turns_each_linear_into_its_weight_and_passes_the_rest():
@@ -74,3 +77,23 @@ def test_incomplete_or_unsupported_checkpoints_are_refused():
         GPTQFormat.from_config({"bits": 8})
     with pytest.raises(ValueError, match="checkpoint_format 'marlin'"):
         GPTQFormat.from_config({"bits": 4, "checkpoint_format": "marlin"})
+
+
+def test_awq_fields_hold_interleaved_columns_and_dequantize():
+    values = torch.arange(16).repeat(3, 1) % 16  # row r: columns 0..15 hold codes 0..15
+    words = pack_columns(values)
+    assert words.shape == (3, 2) and torch.equal(unpack_columns(words), values)
+    fields = unpack_int4(words, dim=1)  # field order, lowest bits first
+    assert fields[0, :8].tolist() == list(ORDER)  # field i holds column ORDER[i]
+    gen = torch.Generator().manual_seed(3)
+    k, n, group = 64, 16, 16
+    q, z = torch.randint(0, 16, (k, n), generator=gen), torch.randint(0, 16, (k // group, n), generator=gen)
+    s = torch.rand(k // group, n, generator=gen).half() + 0.01
+    groups = torch.arange(k) // group
+    expected = ((q - z[groups]).float() * s.float()[groups]).t()
+    fmt = AWQFormat.from_config({"quant_method": "awq", "bits": 4, "group_size": group, "version": "GEMM",
+                                 "zero_point": True})
+    got = fmt.dequantize({"qweight": pack_columns(q), "qzeros": pack_columns(z), "scales": s}, torch.float32)
+    assert torch.allclose(got, expected)
+    with pytest.raises(ValueError, match="'gemv'"):
+        AWQFormat.from_config({"bits": 4, "version": "gemv"})

@@ -103,10 +103,12 @@ def test_packed_checkpoint_perplexity(smollm2_dir, packed_dir, token_ids):
 
 def test_engine_serves_the_packed_checkpoint(packed_dir):
     engine = LLMEngine(WorkerConfig.model_validate({
-        "model": {"path": str(packed_dir)}, "precision": {"dtype": "bfloat16", "quantization": "int4",
-                                                       "int4_group_size": GROUP},
+        # No int4_group_size: int4 takes the checkpoint's own (32 here, not the default 128).
+        "model": {"path": str(packed_dir)}, "precision": {"dtype": "bfloat16", "quantization": "int4"},
         "runtime": {"device": "cpu"}, "caching": {"num_kv_blocks": 64, "block_size": 16},
     }))
+    assert {m.quant_method.group_size for m in engine.runner.model.modules()
+            if getattr(m, "quant_method", None) is not None} == {GROUP}
     prompt = engine.tokenizer("The capital of France is")["input_ids"]
     (out,) = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=8))
     text = out.outputs[0].text

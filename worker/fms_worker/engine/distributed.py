@@ -130,7 +130,8 @@ def _stage_neighbours(info: RankInfo) -> tuple[int | None, int | None]:
 
 def _local_runner(config: WorkerConfig, hf_config, groups: Groups) -> ModelRunner:
     model = build_parallel_model(config.model.path, hf_config, groups.device, _dtype(config),
-                                 _stage_neighbours(groups.info), get_linear_method(config.precision, groups.device))
+                                 _stage_neighbours(groups.info),
+                                 get_linear_method(config.precision, groups.device, hf_config))
     return ModelRunner(config.model.path, hf_config, groups.device, _dtype(config), config.caching.block_size,
                        enforce_eager=config.runtime.enforce_eager, model=model,
                        kv_cache_dtype=kv_cache_dtype(config.precision.kv_cache_dtype, _dtype(config), groups.device))
@@ -179,7 +180,7 @@ def make_runner(config: WorkerConfig, hf_config, device: torch.device, dtype: to
         plan_gpus(config, device, topo)
         runner = ModelRunner(config.model.path, hf_config, device, dtype, config.caching.block_size,
                              enforce_eager=config.runtime.enforce_eager,
-                             quant_method=get_linear_method(config.precision, device),
+                             quant_method=get_linear_method(config.precision, device, hf_config),
                              kv_cache_dtype=kv_cache_dtype(config.precision.kv_cache_dtype, dtype, device))
         return runner, topo
     _check_degrees(config, hf_config)

@@ -35,6 +35,14 @@ def prequantized_method(hf_config) -> str | None:
     return str(getattr(method, "value", method) or "unknown")
 
 
+def packed_group_size(hf_config) -> int | None:
+    """The group size of a GPTQ/AWQ checkpoint; None for anything else."""
+    if prequantized_method(hf_config) not in _PACKED:
+        return None
+    qc = _quantization_config(hf_config)
+    return int(qc.get("group_size", qc.get("q_group_size", 128)))
+
+
 def _quantization_config(hf_config) -> dict:
     qc = getattr(hf_config, "quantization_config", None) or {}
     return qc if isinstance(qc, dict) else qc.to_dict()

@@ -6,14 +6,18 @@ import torch
 
 from fms_worker.config import PrecisionConfig
 from fms_worker.layers.quant_method import LinearMethod, UnquantizedLinearMethod
+from fms_worker.quantization.checkpoint import packed_group_size
 from fms_worker.quantization.fp8 import Fp8LinearMethod, require_fp8
 from fms_worker.quantization.int4 import Int4LinearMethod
 from fms_worker.quantization.int8 import Int8LinearMethod
 from fms_worker.quantization.sparse24 import Sparse24LinearMethod
 
 
-def get_linear_method(precision: PrecisionConfig, device: torch.device | None = None) -> LinearMethod:
-    """`device` given: fail now, before any weight is read, if the device cannot run the scheme."""
+def get_linear_method(precision: PrecisionConfig, device: torch.device | None = None, hf_config=None) -> LinearMethod:
+    """`device` given: fail now, before any weight is read, if the device cannot run the scheme.
+
+    `hf_config` given: int4 on a GPTQ/AWQ checkpoint takes the checkpoint's group size unless
+    int4_group_size was set, so its weights land on their own grid again."""
     if precision.sparsity == "2:4":  # the config refuses 2:4 together with a quantization
         return Sparse24LinearMethod()
     if precision.quantization == "none":
@@ -23,7 +27,7 @@ def get_linear_method(precision: PrecisionConfig, device: torch.device | None = 
     if precision.quantization == "int4":
         if device is not None and device.type == "cuda" and precision.dtype != "bfloat16":
             raise ValueError("int4 on CUDA runs tinygemm kernels that need bfloat16 activations; set precision.dtype bfloat16")
-        return Int4LinearMethod(precision.int4_group_size)
+        return Int4LinearMethod(_int4_group_size(precision, hf_config))
     if precision.quantization == "fp8":
         if device is not None:
             require_fp8(device)
@@ -31,3 +35,10 @@ def get_linear_method(precision: PrecisionConfig, device: torch.device | None = 
             raise ValueError("fp8 quantization computes in bfloat16; set precision.dtype bfloat16")
         return Fp8LinearMethod()
     raise ValueError(f"precision.quantization {precision.quantization!r} is not one of none, int8, int4, fp8")
+
+
+def _int4_group_size(precision: PrecisionConfig, hf_config) -> int:
+    packed = packed_group_size(hf_config) if hf_config is not None else None
+    if packed in (32, 64, 128) and "int4_group_size" not in precision.model_fields_set:
+        return packed
+    return precision.int4_group_size

@@ -97,3 +97,15 @@ def test_awq_fields_hold_interleaved_columns_and_dequantize():
     assert torch.allclose(got, expected)
     with pytest.raises(ValueError, match="'gemv'"):
         AWQFormat.from_config({"bits": 4, "version": "gemv"})
+
+
+def test_int4_takes_a_packed_checkpoints_group_size_unless_one_is_set():
+    from types import SimpleNamespace
+
+    from fms_worker.config import PrecisionConfig
+    from fms_worker.quantization import get_linear_method
+
+    gptq32 = SimpleNamespace(quantization_config={"quant_method": "gptq", "bits": 4, "group_size": 32})
+    assert get_linear_method(PrecisionConfig(quantization="int4"), hf_config=gptq32).group_size == 32
+    assert get_linear_method(PrecisionConfig(quantization="int4", int4_group_size=64), hf_config=gptq32).group_size == 64
+    assert get_linear_method(PrecisionConfig(quantization="int4"), hf_config=SimpleNamespace()).group_size == 128

@@ -144,12 +144,11 @@ class ModelRunner:
         """(logits [S, V] of the sampling rows or None, step inputs)."""
         if self.gpu:
             inputs = build_paged_inputs(sched.seqs, self.block_size, self.device, self.num_blocks, self.num_kv_heads)
-            self._fill_inflight(inputs)
-            if self.graphs is not None and self.graphs.can_run(inputs):
-                return self.graphs.run(inputs), inputs
         else:
             inputs = build_inputs(sched.seqs, self.block_size, self.device)
         self._fill_inflight(inputs)
+        if self.graphs is not None and self.graphs.can_run(inputs):  # graphs exist only on the GPU path
+            return self.graphs.run(inputs), inputs
         hidden = self.model(inputs.input_ids, inputs.positions, inputs.meta)  # [T, hidden]
         if not inputs.sampling_seqs:
             return None, inputs

@@ -35,12 +35,10 @@ def prequantized_method(hf_config) -> str | None:
     return str(getattr(method, "value", method) or "unknown")
 
 
-def packed_group_size(hf_config) -> int | None:
-    """The group size of a GPTQ/AWQ checkpoint; None for anything else."""
-    if prequantized_method(hf_config) not in _PACKED:
-        return None
-    qc = _quantization_config(hf_config)
-    return int(qc.get("group_size", qc.get("q_group_size", 128)))
+def packed_format(hf_config):
+    """The layout of a GPTQ/AWQ checkpoint (refusing versions it cannot read); None for anything else."""
+    method = prequantized_method(hf_config)
+    return _PACKED[method].from_config(_quantization_config(hf_config)) if method in _PACKED else None
 
 
 def _quantization_config(hf_config) -> dict:
@@ -54,13 +52,12 @@ def checkpoint_weights(hf_config, model_dir: str | Path, weights: Iterator[tuple
 
     `names` lists the checkpoint's tensor names (read from the headers; called only for packed layouts)."""
     check_dense_checkpoint(hf_config, model_dir)
-    method = prequantized_method(hf_config)
-    if method not in _PACKED:
+    fmt = packed_format(hf_config)
+    if fmt is None:
         return weights
-    fmt = _PACKED[method].from_config(_quantization_config(hf_config))
     if not quantized:
-        log.warning("%s is a 4-bit %s checkpoint served dense; set precision.quantization int4 "
-                    "(int4_group_size %d) to keep it 4-bit", model_dir, method.upper(), fmt.group_size)
+        log.warning("%s is a 4-bit %s checkpoint served dense; set precision.quantization int4 to keep it 4-bit",
+                    model_dir, prequantized_method(hf_config).upper())
     return dense_view(weights, fmt, dtype, expected_parts(names()))
 
 

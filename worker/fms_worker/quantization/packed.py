@@ -15,7 +15,8 @@ from typing import Protocol
 
 import torch
 
-PARTS = ("qweight", "qzeros", "scales", "g_idx")
+REQUIRED = ("qweight", "qzeros", "scales")
+PARTS = (*REQUIRED, "g_idx")  # g_idx: GPTQ only, and optional there
 
 
 class PackedFormat(Protocol):
@@ -46,7 +47,7 @@ def pack_int4(values: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def expected_parts(names) -> dict[str, set[str]]:
-    """For each GPTQ linear in a checkpoint's tensor names: which of its parts the checkpoint holds."""
+    """For each packed linear in a checkpoint's tensor names: which of its parts the checkpoint holds."""
     parts: dict[str, set[str]] = {}
     for name in names:
         prefix, _, part = name.rpartition(".")
@@ -57,12 +58,12 @@ def expected_parts(names) -> dict[str, set[str]]:
 
 def dense_view(weights: Iterator[tuple[str, torch.Tensor]], fmt: PackedFormat, dtype: torch.dtype,
                expected: dict[str, set[str]]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Checkpoint tensors with every GPTQ linear replaced by its dense `weight`, yielded once all of its parts
+    """Checkpoint tensors with every packed linear replaced by its dense `weight`, yielded once all of its parts
     (`expected`, from the checkpoint's headers) have arrived, in whatever order the files store them."""
     for prefix, have in expected.items():
-        missing = [p for p in ("qweight", "qzeros", "scales") if p not in have]
+        missing = [p for p in REQUIRED if p not in have]
         if missing:
-            raise ValueError(f"GPTQ checkpoint: {prefix} lacks {', '.join(missing)}")
+            raise ValueError(f"packed 4-bit checkpoint: {prefix} lacks {', '.join(missing)}")
     waiting: dict[str, dict[str, torch.Tensor]] = {}
     for name, tensor in weights:
         prefix, _, part = name.rpartition(".")
@@ -74,4 +75,4 @@ def dense_view(weights: Iterator[tuple[str, torch.Tensor]], fmt: PackedFormat, d
         if len(parts) == len(expected[prefix]):
             yield f"{prefix}.weight", fmt.dequantize(waiting.pop(prefix), dtype)
     if waiting:
-        raise ValueError(f"GPTQ checkpoint: {len(waiting)} linear(s) incomplete, e.g. {next(iter(waiting))}")
+        raise ValueError(f"packed 4-bit checkpoint: {len(waiting)} linear(s) incomplete, e.g. {next(iter(waiting))}")

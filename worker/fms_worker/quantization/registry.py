@@ -6,7 +6,7 @@ import torch
 
 from fms_worker.config import PrecisionConfig
 from fms_worker.layers.quant_method import LinearMethod, UnquantizedLinearMethod
-from fms_worker.quantization.checkpoint import packed_group_size
+from fms_worker.quantization.checkpoint import packed_format
 from fms_worker.quantization.fp8 import Fp8LinearMethod, require_fp8
 from fms_worker.quantization.int4 import Int4LinearMethod
 from fms_worker.quantization.int8 import Int8LinearMethod
@@ -38,7 +38,7 @@ def get_linear_method(precision: PrecisionConfig, device: torch.device | None = 
 
 
 def _int4_group_size(precision: PrecisionConfig, hf_config) -> int:
-    packed = packed_group_size(hf_config) if hf_config is not None else None
-    if packed in (32, 64, 128) and "int4_group_size" not in precision.model_fields_set:
-        return packed
+    fmt = packed_format(hf_config) if hf_config is not None else None
+    if fmt is not None and fmt.group_size in (32, 64, 128) and "int4_group_size" not in precision.model_fields_set:
+        return fmt.group_size
     return precision.int4_group_size

@@ -7,16 +7,9 @@ import json
 import pytest
 import yaml
 from fms_worker.config import WorkerConfig
-from operator_harness import apply, condition, get, install_crd, running_operator, sample, wait_until
+from operator_harness import apply, condition, get, sample, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def operator(cluster, tmp_path_factory):
-    install_crd(cluster)
-    with running_operator(cluster, tmp_path_factory.mktemp("operator") / "operator.log") as op:
-        yield op
 
 
 def _deployment(cluster, ns, name):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from operator_harness import apply, condition, get, install_crd, running_operator, sample, wait_until
+from operator_harness import apply, condition, get, sample, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -18,13 +18,6 @@ NOT_FOUND = ("model hf://HuggingFaceTB/SmolLM2-135M-Instruct not found at https:
              "if the model is private or gated, put a token in a Secret and set spec.model.source.hf.tokenSecret")
 SUMMARY = {"path": "/var/cache/fms/models/x", "source": "hf://HuggingFaceTB/SmolLM2-135M-Instruct", "cached": True,
            "seconds": 0.12, "bytes": 269060381, "bytes_downloaded": 0, "files": 9, "revision": "12fd25f", "fetch_seconds": 15.2}
-
-
-@pytest.fixture(scope="module")
-def operator(cluster, tmp_path_factory):
-    install_crd(cluster)
-    with running_operator(cluster, tmp_path_factory.mktemp("operator") / "operator.log") as op:
-        yield op
 
 
 def _running_pod(cluster, namespace: str, fms: str) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from operator_harness import apply, get, install_crd, running_operator, wait_until
+from operator_harness import apply, get, wait_until
 from test_placement_fleet import A100, service
 
 from localcluster.fleet import load_fleet
@@ -61,13 +61,6 @@ def dra_driver(cluster):
     cluster.kubectl("apply", "-f", "-", input=doc)
     yield cliques
     cluster.kubectl("delete", "-f", "-", "--ignore-not-found", input=doc, check=False)
-
-
-@pytest.fixture(scope="module")
-def operator(cluster, tmp_path_factory):
-    install_crd(cluster)
-    with running_operator(cluster, tmp_path_factory.mktemp("operator") / "operator.log") as op:
-        yield op
 
 
 def claims(cluster, ns: str) -> list[dict]:

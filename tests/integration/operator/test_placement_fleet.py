@@ -10,18 +10,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from operator_harness import apply, condition, get, install_crd, running_operator, sample, wait_until
+from operator_harness import apply, condition, get, sample, wait_until
 
 pytestmark = pytest.mark.integration
 
 H100, A100, L4 = "NVIDIA-H100-80GB-HBM3", "NVIDIA-A100-SXM4-80GB", "NVIDIA-L4"
-
-
-@pytest.fixture(scope="module")
-def operator(cluster, tmp_path_factory):
-    install_crd(cluster)
-    with running_operator(cluster, tmp_path_factory.mktemp("operator") / "operator.log") as op:
-        yield op
 
 
 def service(name: str, tensor: int, replicas: int = 1, pipeline: int = 1, product: str | None = None,

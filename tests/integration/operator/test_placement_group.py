@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from operator_harness import apply, condition, get, install_crd, running_operator, wait_until
+from operator_harness import apply, condition, get, wait_until
 from test_placement_fleet import A100, H100, service
 
 pytestmark = pytest.mark.integration
@@ -27,13 +27,6 @@ def cliques(cluster):
     yield LABELS
     for node in LABELS:
         cluster.kubectl("label", "node", node, f"{CLIQUE}-", check=False)
-
-
-@pytest.fixture(scope="module")
-def operator(cluster, tmp_path_factory):
-    install_crd(cluster)
-    with running_operator(cluster, tmp_path_factory.mktemp("operator") / "operator.log") as op:
-        yield op
 
 
 def group_pods(cluster, ns: str) -> list[dict]:

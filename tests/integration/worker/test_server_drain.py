@@ -31,6 +31,23 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     raise AssertionError("worker never became ready")
 
 
+def _stream(url: str, body: dict, on_first_line) -> list[str]:
+    """A streaming completion's SSE lines, calling `on_first_line` when the first arrives."""
+    lines: list[str] = []
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as r:
+        for line in r.iter_lines():
+            if line:
+                lines.append(line)
+                if len(lines) == 1:
+                    on_first_line()
+    return lines
+
+
+def _final_event(lines: list[str]) -> dict:
+    assert lines[-1] == "data: [DONE]"
+    return json.loads(lines[-2][len("data: "):])
+
+
 def test_sigterm_drains(smollm2_dir, tmp_path):
     port, metrics_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
@@ -50,13 +67,7 @@ def test_sigterm_drains(smollm2_dir, tmp_path):
 
         def in_flight() -> None:
             body = {"prompt": "Count slowly:", "max_tokens": 12, "ignore_eos": True, "stream": True}
-            with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as r:
-                lines = []
-                for line in r.iter_lines():
-                    if line:
-                        lines.append(line)
-                        first_chunk.set()
-                result["lines"] = lines
+            result["lines"] = _stream(url, body, first_chunk.set)
 
         t = threading.Thread(target=in_flight)
         t.start()
@@ -67,10 +78,7 @@ def test_sigterm_drains(smollm2_dir, tmp_path):
         assert late.status_code == 503 and late.headers["retry-after"]
         assert httpx.get(f"{url}/ready", timeout=10).status_code == 503
         t.join(120)
-        lines = result["lines"]
-        assert lines[-1] == "data: [DONE]"
-        last = json.loads(lines[-2][len("data: "):])
-        assert last["choices"][0]["finish_reason"] == "length"
+        assert _final_event(result["lines"])["choices"][0]["finish_reason"] == "length"
         assert proc.wait(60) == 0
     finally:
         if proc.poll() is None:
@@ -92,16 +100,8 @@ def test_drain_timeout_cuts_off_and_still_exits_0(smollm2_dir, tmp_path):
     try:
         _wait_ready(url, proc)
         body = {"prompt": "Count slowly:", "max_tokens": 100, "ignore_eos": True, "stream": True}
-        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as r:
-            lines = []
-            for line in r.iter_lines():
-                if line:
-                    lines.append(line)
-                    if len(lines) == 1:
-                        proc.send_signal(signal.SIGTERM)
-        assert lines[-1] == "data: [DONE]"
-        last = json.loads(lines[-2][len("data: "):])
-        assert last["choices"][0]["finish_reason"] == "abort"
+        lines = _stream(url, body, lambda: proc.send_signal(signal.SIGTERM))
+        assert _final_event(lines)["choices"][0]["finish_reason"] == "abort"
         assert len(lines) < 100  # cut off, not run to max_tokens
         assert proc.wait(60) == 0
     finally:

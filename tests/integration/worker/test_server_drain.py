@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -48,18 +49,32 @@ def _final_event(lines: list[str]) -> dict:
     return json.loads(lines[-2][len("data: "):])
 
 
-def test_sigterm_drains(smollm2_dir, tmp_path):
-    port, metrics_port = free_port(), free_port()
+@contextlib.contextmanager
+def _serving(model_dir, tmp_path, *flags: str, env: dict | None = None):
+    """`fms-worker serve` as its own process on a free port, ready; killed if the test leaves it running."""
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "fms_worker.cli", "serve", str(smollm2_dir), "--host", "127.0.0.1",
+    cmd = [sys.executable, "-m", "fms_worker.cli", "serve", str(model_dir), "--host", "127.0.0.1",
            "--port", str(port), "--dtype", "float32", "--device", "cpu", "--enforce-eager", "--max-model-len", "128",
-           "--num-kv-blocks", "32", "--drain-seconds", "60", "--log-level", "warning",
-           "--metrics-port", str(metrics_port)]
-    env = {**os.environ, "FMS_TERMINATION_LOG": str(tmp_path / "termination-log")}
+           "--num-kv-blocks", "32", "--log-level", "warning", *flags]
     log = open(tmp_path / "worker.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         _wait_ready(url, proc)
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+        print((tmp_path / "worker.log").read_text()[-3000:])
+
+
+def test_sigterm_drains(smollm2_dir, tmp_path):
+    metrics_port = free_port()
+    env = {**os.environ, "FMS_TERMINATION_LOG": str(tmp_path / "termination-log")}
+    with _serving(smollm2_dir, tmp_path, "--drain-seconds", "60", "--metrics-port", str(metrics_port),
+                  env=env) as (proc, url):
         scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
         assert scrape.status_code == 200 and "fms_kv_cache_usage_ratio" in scrape.text
         first_chunk = threading.Event()
@@ -80,32 +95,13 @@ def test_sigterm_drains(smollm2_dir, tmp_path):
         t.join(120)
         assert _final_event(result["lines"])["choices"][0]["finish_reason"] == "length"
         assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
-        print((tmp_path / "worker.log").read_text()[-3000:])
     assert not (tmp_path / "termination-log").exists()
 
 
 def test_drain_timeout_cuts_off_and_still_exits_0(smollm2_dir, tmp_path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "fms_worker.cli", "serve", str(smollm2_dir), "--host", "127.0.0.1",
-           "--port", str(port), "--dtype", "float32", "--device", "cpu", "--enforce-eager", "--max-model-len", "128",
-           "--num-kv-blocks", "32", "--drain-seconds", "0", "--log-level", "warning"]
-    log = open(tmp_path / "worker.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_ready(url, proc)
+    with _serving(smollm2_dir, tmp_path, "--drain-seconds", "0") as (proc, url):
         body = {"prompt": "Count slowly:", "max_tokens": 100, "ignore_eos": True, "stream": True}
         lines = _stream(url, body, lambda: proc.send_signal(signal.SIGTERM))
         assert _final_event(lines)["choices"][0]["finish_reason"] == "abort"
         assert len(lines) < 100  # cut off, not run to max_tokens
         assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()

@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import os
+import random
 import socket
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -126,18 +127,18 @@ def summarize(results: list[Result], elapsed: float) -> dict:
     return summary
 
 
-def serve_process(model_dir: str, args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
-    """The worker as its own process (as in a pod), so the load generator does not share its interpreter."""
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "fms_worker.cli", "serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
-           "--dtype", args.dtype, "--device", args.device, "--max-num-seqs", str(args.max_num_seqs),
-           "--max-waiting", str(max(args.num_requests, 1)), "--max-model-len", str(args.max_model_len),
-           "--gpu-memory-utilization", str(args.gpu_memory_utilization), "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, env=os.environ.copy())
+        return sock.getsockname()[1]
+
+
+def start_worker(command: Callable[[int], list[str]], timeout: float) -> tuple[subprocess.Popen, str]:
+    """Run `command(port)` (a worker serving on that loopback port) and wait until it answers /ready."""
+    port = free_port()
+    proc = subprocess.Popen(command(port), env=os.environ.copy())
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 900
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"the worker exited with {proc.returncode} before it was ready")
@@ -146,9 +147,18 @@ def serve_process(model_dir: str, args: argparse.Namespace) -> tuple[subprocess.
                 return proc, url
         except httpx.HTTPError:
             pass
-        time.sleep(1)
+        time.sleep(0.5)
     proc.kill()
-    raise SystemExit("the worker was not ready within 900 s")
+    raise SystemExit(f"the worker was not ready within {timeout:.0f} s")
+
+
+def serve_process(model_dir: str, args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    """The worker as its own process (as in a pod), so the load generator does not share its interpreter."""
+    return start_worker(lambda port: [
+        sys.executable, "-m", "fms_worker.cli", "serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
+        "--dtype", args.dtype, "--device", args.device, "--max-num-seqs", str(args.max_num_seqs),
+        "--max-waiting", str(max(args.num_requests, 1)), "--max-model-len", str(args.max_model_len),
+        "--gpu-memory-utilization", str(args.gpu_memory_utilization), "--log-level", "warning"], timeout=900)
 
 
 def offline_baseline(model_dir: str, prompts: list[list[int]], args: argparse.Namespace) -> dict:

@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -97,37 +96,17 @@ def offline(model_dir: str, prompts, args) -> float:
 
 
 def over_http(model_dir: str, prompts, args) -> dict:
-    import httpx
     import serving
 
-    port = _free_port()
-    child = subprocess.Popen([sys.executable, __file__, "--serve-child", "--model-dir", model_dir, "--port", str(port),
-                              "--step-ms", str(args.step_ms), "--num-requests", str(args.num_requests)])
-    url = f"http://127.0.0.1:{port}"
+    child, url = serving.start_worker(lambda port: [
+        sys.executable, __file__, "--serve-child", "--model-dir", model_dir, "--port", str(port),
+        "--step-ms", str(args.step_ms), "--num-requests", str(args.num_requests)], timeout=300)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or child.poll() is not None:
-                raise SystemExit("the worker did not become ready")
-            time.sleep(0.5)
         results, elapsed = asyncio.run(serving.run(url, prompts, args.max_tokens, float("inf"), None, 0))
         return serving.summarize(results, elapsed)
     finally:
         child.terminate()
         child.wait(30)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

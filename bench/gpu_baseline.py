@@ -67,10 +67,16 @@ def hf_batch1(model, req: workload.Request) -> float:
     return (out.shape[1] - ids.shape[1]) / dt
 
 
-def hf_offline(model, reqs: list[workload.Request], batch: int) -> dict:
-    """Static batches, left-padded; each batch runs to its longest output. Counts only requested tokens."""
+def hf_offline(model, reqs: list[workload.Request], batch: int, progress: Path | None = None) -> dict:
+    """Static batches, left-padded; each batch runs to its longest output. Counts only requested tokens.
+
+    Requests are batched in order of output length (longest first), so a batch's rows need similar step
+    counts: the kindest static batching for the baseline.
+    """
+    reqs = sorted(reqs, key=lambda r: r.max_tokens, reverse=True)
     useful = sum(r.max_tokens for r in reqs)
     t = time.perf_counter()
+    done = 0
     for i in range(0, len(reqs), batch):
         chunk = reqs[i:i + batch]
         width = max(len(r.prompt_ids) for r in chunk)
@@ -82,9 +88,15 @@ def hf_offline(model, reqs: list[workload.Request], batch: int) -> dict:
         n = max(r.max_tokens for r in chunk)
         model.generate(ids.cuda(), attention_mask=mask.cuda(), max_new_tokens=n, min_new_tokens=n, do_sample=False,
                        pad_token_id=0)
-    torch.cuda.synchronize()
+        torch.cuda.synchronize()
+        done += len(chunk)
+        print(f"transformers offline: {done}/{len(reqs)} requests after {time.perf_counter() - t:.1f} s", flush=True)
+        if progress is not None:  # what a timeout leaves behind
+            progress.write_text(json.dumps({"requests_done": done, "seconds": time.perf_counter() - t,
+                                            "tokens_done": sum(r.max_tokens for r in reqs[:done])}))
     dt = time.perf_counter() - t
-    return {"seconds": dt, "output_tokens": useful, "tokens_per_s": useful / dt, "batch": batch}
+    return {"seconds": dt, "output_tokens": useful, "tokens_per_s": useful / dt, "batch": batch,
+            "order": "longest output first"}
 
 
 def main() -> None:
@@ -104,7 +116,8 @@ def main() -> None:
     res["weight_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
     res["hf_batch1_tokens_per_s"] = hf_batch1(model, workload.latency_request())
     if args.offline:
-        res["hf_offline"] = hf_offline(model, workload.offline_set(), args.offline_batch)
+        res["hf_offline"] = hf_offline(model, workload.offline_set(), args.offline_batch,
+                                       args.out.with_suffix(".progress.json"))
     args.out.write_text(json.dumps(res, indent=2))
     print(f"{res['gpu']}: copy {res['copy_bandwidth_Bps'] / 1e12:.2f} TB/s, matmul {res['matmul_flops'] / 1e12:.0f} TFLOP/s")
     print(f"transformers batch 1: {res['hf_batch1_tokens_per_s']:.1f} tok/s "

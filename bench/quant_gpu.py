@@ -31,6 +31,7 @@ from fms_worker.engine.types import SamplingParams  # noqa: E402
 
 
 MEMORY = {"gpu_memory_utilization": 0.9}  # --gpu-memory-utilization; lower it to share the card
+CHILD_TIMEOUT: list[float | None] = [None]  # --child-timeout
 
 
 def make_engine(model_dir: Path, quantization: str, kv_cache_dtype: str = "auto", max_num_seqs: int = 256) -> LLMEngine:
@@ -117,8 +118,12 @@ def run_job(model_dir: Path, job: str) -> dict:
 
 def in_child(model_dir: Path, job: str) -> dict:
     """Each engine gets its own process, so nothing of the previous one's GPU memory is left behind."""
-    out = subprocess.run([sys.executable, __file__, str(model_dir), "--job", job, "--gpu-memory-utilization",
-                          str(MEMORY["gpu_memory_utilization"])], capture_output=True, text=True)
+    cmd = [sys.executable, __file__, str(model_dir), "--job", job, "--gpu-memory-utilization",
+           str(MEMORY["gpu_memory_utilization"])]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT[0])
+    except subprocess.TimeoutExpired:
+        return {"error": f"did not finish in {CHILD_TIMEOUT[0]} s"}
     if out.returncode:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -131,15 +136,18 @@ def main() -> None:
     ap.add_argument("--skip-offline", action="store_true")
     ap.add_argument("--skip-batch1", action="store_true")
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    ap.add_argument("--batch1-schemes", nargs="+", default=["none", "int8", "int4"])
+    ap.add_argument("--child-timeout", type=float, help="seconds one measurement (one engine process) may take")
     ap.add_argument("--job", help=argparse.SUPPRESS)
     args = ap.parse_args()
     MEMORY["gpu_memory_utilization"] = args.gpu_memory_utilization
+    CHILD_TIMEOUT[0] = args.child_timeout
     if args.job:
         print(json.dumps(run_job(args.model_dir, args.job)))
         return
     results: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch1": {}, "offline": {}}
 
-    for scheme in () if args.skip_batch1 else ("none", "int8", "int4"):
+    for scheme in () if args.skip_batch1 else args.batch1_schemes:
         results["batch1"][scheme] = in_child(args.model_dir, f"batch1:{scheme}")
         print(scheme, results["batch1"][scheme], flush=True)
         args.out.write_text(json.dumps(results, indent=2))  # partial results survive a timeout

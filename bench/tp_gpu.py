@@ -32,15 +32,23 @@ os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # NVLink multicast stays off on 
 
 
 MEMORY = {"gpu_memory_utilization": 0.85}  # --gpu-memory-utilization
+PARTIAL: list[dict] = []  # measurements as they complete (the greedy set before the offline one)
+SAVE: dict = {"out": None, "results": []}  # where partial results go, so a killed run leaves them behind
 
 
-def make_engine(model_dir: Path, tp: int, max_tokens_budget: int):
+def save_partial() -> None:
+    if SAVE["out"] is not None:
+        SAVE["out"].write_text(json.dumps({"partial": True, "results": SAVE["results"],
+                                           "unfinished": [r for r in PARTIAL if r not in SAVE["results"]]}))
+
+
+def make_engine(model_dir: Path, tp: int, max_tokens_budget: int, all_reduce: str = "auto"):
     from fms_worker.config import WorkerConfig
     from fms_worker.engine.llm_engine import LLMEngine
 
     return LLMEngine(WorkerConfig.model_validate({
         "model": {"path": str(model_dir), "max_model_len": 4096}, "precision": {"dtype": "bfloat16"},
-        "runtime": {"device": "cuda"}, "parallel": {"tensor": tp},
+        "runtime": {"device": "cuda"}, "parallel": {"tensor": tp, "all_reduce": all_reduce},
         "batching": {"max_num_seqs": 256, "max_num_batched_tokens": max_tokens_budget},
         "caching": dict(MEMORY),
     }))
@@ -65,18 +73,70 @@ def run(engine, reqs: list[workload.Request]) -> tuple[float, int, list[list[int
     return time.perf_counter() - t, sum(len(x) for x in tokens), tokens
 
 
-def measure(model_dir: Path, tp: int, num_requests: int, equality_reqs) -> dict:
-    engine = make_engine(model_dir, tp, 8192)
+def run_watched(engine, reqs: list[workload.Request], dump_after: float | None) -> tuple[float, int]:
+    """The offline set through engine.step, printing progress every 10 s; after `dump_after` seconds
+    every rank's Python stacks go to stderr (rank 0 via faulthandler, followers on SIGUSR1)."""
+    import faulthandler
+    import signal
+    import threading
+
+    from fms_worker.engine.types import SamplingParams
+
+    for i, r in enumerate(reqs):
+        engine.add_request(f"o{i}", r.prompt_ids, SamplingParams(temperature=0.0, max_tokens=r.max_tokens,
+                                                                 ignore_eos=True))
+    state = {"steps": 0, "tokens": 0, "finished": 0, "done": False}
+    t = time.perf_counter()
+
+    def watch():
+        dumped = 0
+        while not state["done"]:
+            time.sleep(10)
+            if state["done"]:
+                return
+            el = time.perf_counter() - t
+            print(f"  offline: {el:.0f} s, {state['steps']} steps, {state['tokens']} tokens, "
+                  f"{state['finished']}/{len(reqs)} finished", flush=True)
+            if dump_after is not None and el > dump_after and dumped < 2:
+                dumped += 1
+                faulthandler.dump_traceback(all_threads=True)
+                for p in getattr(engine.runner, "followers", []):
+                    os.kill(p.pid, signal.SIGUSR1)
+
+    threading.Thread(target=watch, daemon=True).start()
+    if dump_after is not None:  # a C thread: it prints even when the main thread holds the GIL in a stuck call
+        faulthandler.dump_traceback_later(dump_after, repeat=False)
     try:
-        t0 = time.perf_counter()
+        while engine.has_unfinished():
+            for out in engine.step():
+                state["tokens"] += len(out.outputs[0].new_token_ids)
+                state["finished"] += out.finished
+            state["steps"] += 1
+        torch.cuda.synchronize()
+    finally:
+        state["done"] = True
+        faulthandler.cancel_dump_traceback_later()
+    return time.perf_counter() - t, state["tokens"]
+
+
+def measure(model_dir: Path, tp: int, num_requests: int, equality_reqs, all_reduce: str = "auto",
+            offline: bool = True, dump_after: float | None = None) -> dict:
+    t0 = time.perf_counter()
+    engine = make_engine(model_dir, tp, 8192, all_reduce)
+    try:
+        print(f"TP={tp} all-reduce {all_reduce}: engine up in {time.perf_counter() - t0:.1f} s", flush=True)
         run(engine, [workload.latency_request(max_tokens=16)])  # warm-up
-        print(f"TP={tp}: warm-up done in {time.perf_counter() - t0:.1f} s", flush=True)
         dt, n, _ = run(engine, [workload.latency_request()])
-        res = {"tp": tp, "batch1_tokens_per_s": n / dt, "async_scheduling": engine.async_scheduling}
+        res = {"tp": tp, "all_reduce": all_reduce, "batch1_tokens_per_s": n / dt,
+               "async_scheduling": engine.async_scheduling, "offline_tokens_per_s": None}
         print(f"TP={tp}: batch 1 {n / dt:.1f} tok/s", flush=True)
-        dt, n, _ = run(engine, workload.offline_set(num_requests))
-        res |= {"offline_tokens_per_s": n / dt, "offline_seconds": dt, "offline_output_tokens": n}
-        res["greedy"] = run(engine, equality_reqs)[2]
+        res["greedy"] = run(engine, equality_reqs)[2]  # before the long offline set, so a timeout keeps it
+        print(f"TP={tp}: greedy set done", flush=True)
+        PARTIAL.append(res)
+        save_partial()
+        if offline:
+            dt, n = run_watched(engine, workload.offline_set(num_requests), dump_after)
+            res |= {"offline_tokens_per_s": n / dt, "offline_seconds": dt, "offline_output_tokens": n}
         res["kv_blocks"] = engine.scheduler.kv.pool.num_blocks
         topo = getattr(engine, "topology", None)
         res["topology"] = topo.summary() if topo is not None else None
@@ -102,6 +162,11 @@ def main() -> None:
     ap.add_argument("--num-requests", type=int, default=256)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.85)
+    ap.add_argument("--all-reduce", nargs="+", default=["auto"], choices=["auto", "nccl"],
+                    help="parallel.all_reduce values to measure for each TP > 1")
+    ap.add_argument("--skip-offline", action="store_true")
+    ap.add_argument("--dump-after", type=float, help="print every rank's stacks once the offline set has run this long")
+    ap.add_argument("--reference", type=Path, help="a JSON written by this bench whose TP=1 greedy tokens to compare with")
     args = ap.parse_args()
     MEMORY["gpu_memory_utilization"] = args.gpu_memory_utilization
     model_dir = args.model_dir
@@ -111,15 +176,20 @@ def main() -> None:
 
         model_dir = random_model.write(args.random, args.random_dir, tokenizer=None)
         write_word_tokenizer(model_dir, random_model.config_for(args.random)["vocab_size"])
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` prints where rank 0 is
+    SAVE["out"], results = args.out, SAVE["results"]
     degrees = [t for t in args.tp if t <= torch.cuda.device_count()]
     equality = [workload.latency_request(prompt_len=64 + 32 * i, max_tokens=64, seed=i) for i in range(8)]
-    results = []
     for tp in degrees:
-        results.append(measure(model_dir, tp, args.num_requests, equality))
-        print(f"TP={tp}: batch 1 {results[-1]['batch1_tokens_per_s']:.1f} tok/s, offline "
-              f"{results[-1]['offline_tokens_per_s']:.0f} tok/s", flush=True)
-        args.out.write_text(json.dumps({"partial": True, "results": results}))  # survives a timeout
-    reference = next((r["greedy"] for r in results if r["tp"] == 1), None)
+        for mode in (args.all_reduce if tp > 1 else ["nccl"]):
+            results.append(measure(model_dir, tp, args.num_requests, equality, mode, not args.skip_offline,
+                                   args.dump_after))
+            save_partial()
+    pool = results + (json.loads(args.reference.read_text())["results"] if args.reference else [])
+    reference = next((r["greedy"] for r in pool if r["tp"] == 1), None)
     for r in results:
         r["greedy_vs_tp1"] = compare(reference, r["greedy"]) if reference is not None else None
     report = {"gpu": torch.cuda.get_device_name(), "gpus": torch.cuda.device_count(), "torch": torch.__version__,
@@ -128,10 +198,11 @@ def main() -> None:
     print(f"{report['gpu']} x{report['gpus']}, {model_dir}")
     if results and results[0]["topology"]:
         print("topology:", json.dumps(results[0]["topology"]))
-    print(f"{'TP':>3} {'batch-1 tok/s':>14} {'offline tok/s':>14} {'KV blocks':>10}  greedy vs TP=1")
+    print(f"{'TP':>3} {'all-reduce':>10} {'batch-1 tok/s':>14} {'offline tok/s':>14} {'KV blocks':>10}  greedy vs TP=1")
     for r in results:
         g = r["greedy_vs_tp1"] or {}
-        print(f"{r['tp']:>3} {r['batch1_tokens_per_s']:>14.1f} {r['offline_tokens_per_s']:>14.0f} {r['kv_blocks']:>10}  "
+        offline = f"{r['offline_tokens_per_s']:.0f}" if r["offline_tokens_per_s"] else "-"
+        print(f"{r['tp']:>3} {r['all_reduce']:>10} {r['batch1_tokens_per_s']:>14.1f} {offline:>14} {r['kv_blocks']:>10}  "
               f"{g.get('identical_sequences')}/{g.get('sequences')} identical, first divergence at "
               f"{g.get('first_divergence_token')}")
 

@@ -58,9 +58,6 @@ def _agreement(a, b) -> tuple[float, float]:
 _XFAIL = {
     "fp8": "per-token fp8 activations amplify the compiled-vs-eager rounding differences: 45% of the first "
            "8 tokens agree on H200 (random weights; eager fp8 vs bf16 agrees on 41%)",
-    "sparse24": "was 0% on H200 (the sparse kernel's transposed output fed the paged-attention kernel); "
-                "Sparse24LinearMethod now returns a contiguous result, not yet re-run on a GPU: remove this "
-                "mark once it passes",
 }
 
 

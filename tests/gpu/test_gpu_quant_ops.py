@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from fms_worker.kernels import int8_matmul as km
 from fms_worker.layers.linear import MergedColumnParallelLinear, RowParallelLinear
 from fms_worker.quantization.fp8 import Fp8LinearMethod, fp8_unsupported_reason
 from fms_worker.quantization.int4 import Int4LinearMethod, dequantize_int4, quantize_int4
-from fms_worker.quantization.int8 import Int8LinearMethod, has_int8pack_kernel
+from fms_worker.quantization.int8 import Int8LinearMethod, dequantize_int8, quantize_int8
 from fms_worker.quantization.kv_fp8 import read_kv, write_kv
 from fms_worker.quantization.sparse24 import Sparse24LinearMethod, prune_24
 
@@ -38,10 +40,92 @@ def w():
 def test_int8(w, m):
     x = torch.randn(m, 4096, device=CUDA, dtype=torch.bfloat16)
     layer = _layer(Int8LinearMethod(), w)
-    print("int8 kernel on CUDA:", has_int8pack_kernel("cuda"))
+    assert layer.int8_kernel == "triton"
     ref = x.float() @ (layer.qweight.float() * layer.scales.float()[:, None]).t()
     assert _rel(layer(x), ref) < 0.01
     assert _rel(layer(x), x.float() @ w.t()) < 0.03
+
+
+def _int8_case(n, k, m, dtype=torch.bfloat16, seed=0):
+    g = torch.Generator(device=CUDA).manual_seed(seed)
+    q, scale = quantize_int8(torch.randn(n, k, device=CUDA, generator=g) * k**-0.5)
+    x = torch.randn(m, k, device=CUDA, generator=g).to(dtype)
+    scale = scale.to(dtype)  # as the layer stores it
+    return x, q, scale, x.float() @ dequantize_int8(q, scale).t()
+
+
+@pytest.mark.parametrize("n,k", [(1536, 576), (1000, 1000), (6144, 4096)])
+@pytest.mark.parametrize("m", [1, 3, 5, 64, 1024])
+def test_int8_triton_matmul_autotuned(n, k, m):
+    """Decode and prefill sizes (ragged N/K, SmolLM2's 576) through the autotuner, against the dense product."""
+    x, q, scale, ref = _int8_case(n, k, m)
+    bias = torch.randn(n, device=CUDA, dtype=torch.bfloat16)
+    y = km.int8_matmul(x, q, scale, bias)
+    assert y.dtype == torch.bfloat16 and y.shape == (m, n)
+    assert _rel(y, ref + bias.float()) < 0.01
+    assert torch.equal(y, km.int8_matmul(x, q, scale, bias))  # K splits are summed in a fixed order
+    if m in (1, 200):
+        x16, q, scale16, ref16 = _int8_case(n, k, m, torch.float16, seed=1)
+        assert _rel(km.int8_matmul(x16, q, scale16), ref16) < 0.01
+
+
+@pytest.mark.parametrize("bucket,m", [(16, 11), (64, 64), (128, 300)])
+def test_int8_triton_every_config(bucket, m):
+    """Each candidate tile (the autotuner only ever runs the winner), whole and split, on ragged N and K."""
+    x, q, scale, ref = _int8_case(1000, 1000, m)
+    for cfg in km.configs_for(bucket):
+        for split in (1, 3) if bucket <= 64 else (1,):
+            y = km.int8_matmul(x, q, scale, config=dict(cfg, SPLIT_K=split))
+            assert _rel(y, ref) < 0.01, (cfg, split)
+
+
+def test_int8_triton_in_a_cuda_graph():
+    """Warmed up (tuned) first, the call captures and replays like the engine's decode graphs do."""
+    x, q, scale, _ = _int8_case(1024, 4096, 4)
+    eager = km.int8_matmul(x, q, scale)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = km.int8_matmul(x, q, scale)
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    assert torch.equal(out, km.int8_matmul(x, q, scale))
+    assert not torch.equal(out, eager)
+
+
+def _graph_time_us(fn, calls=20, replays=10):
+    """Kernel time per call, launch overhead excluded: `calls` calls in one CUDA graph, replayed."""
+    fn()  # autotunes outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(replays):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1000 / (calls * replays)
+
+
+@pytest.mark.parametrize("n,k", [(28672, 4096), (4096, 14336)])
+def test_int8_triton_timing_vs_bf16(n, k):
+    """Prints int8 (Triton) vs bf16 F.linear kernel times; decode should read the int8 weight near HBM speed."""
+    q, scale = quantize_int8(torch.randn(n, k, device=CUDA) * k**-0.5)
+    w = dequantize_int8(q, scale).bfloat16()
+    scale = scale.bfloat16()
+    for m in (1, 4, 16, 64, 2048):
+        x = torch.randn(m, k, device=CUDA, dtype=torch.bfloat16)
+        t_bf16 = _graph_time_us(lambda: F.linear(x, w))
+        t_int8 = _graph_time_us(lambda: km.int8_matmul(x, q, scale))
+        best = (km._int8_gemv_tuned if m <= km.GEMV_MAX_M else km._int8_mm_tuned).best_config
+        print(f"\nint8 matmul N={n} K={k} M={m}: bf16 {t_bf16:.1f} us, int8 {t_int8:.1f} us "
+              f"({t_bf16 / t_int8:.2f}x), int8 weight {n * k / t_int8 / 1e3:.0f} GB/s, "
+              f"{m * n * k * 2 / t_int8 / 1e6:.0f} TFLOP/s; {best}")
+        assert _rel(km.int8_matmul(x, q, scale), x.float() @ w.float().t()) < 0.01
 
 
 @pytest.mark.parametrize("group", [32, 64, 128])
@@ -106,3 +190,12 @@ def test_sparse24_small_shapes(n, k, m):
     y = layer(x)
     assert y.is_contiguous()  # the paged-attention kernel reads q/k/v rows by stride
     assert _rel(y, x.float() @ w24.t()) < 0.01
+
+
+@pytest.mark.parametrize("m", [1, 2, 4])
+def test_int8_gemv_every_config(m):
+    """The decode GEMV's tiles (the autotuner only ever runs the winner) on ragged N and K."""
+    x, q, scale, ref = _int8_case(1000, 1030, m)
+    block_m = 1 if m == 1 else 1 << (m - 1).bit_length()
+    for cfg in km.gemv_configs(block_m):
+        assert _rel(km.int8_gemv(x, q, scale, config=cfg), ref) < 0.01, cfg

@@ -47,6 +47,9 @@ class ParallelConfig(_Section):
     tensor: int = Field(default=1, ge=1, le=8)
     pipeline: int = Field(default=1, ge=1, le=16)
     interconnect: Literal["nvlink-required", "nvlink-preferred", "any"] = "any"
+    all_reduce: Literal["auto", "nccl"] = Field(
+        default="auto", description="auto: small tensor-parallel all-reduces on GPU go through a one-shot kernel over "
+                                    "symmetric memory (NVLink P2P), the rest through NCCL; nccl: NCCL for all.")
 
     @property
     def world_size(self) -> int:

@@ -8,6 +8,7 @@ is a pure function over `GPUTopology`, table-tested with fake matrices.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def read_topology() -> GPUTopology | None:
         log.debug("NVML unavailable: %s", exc)
         return None
     try:
-        handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+        handles = _visible_handles(nvml, os.environ.get("CUDA_VISIBLE_DEVICES"))
         rows = []
         for a in handles:
             row = []
@@ -154,6 +155,21 @@ def read_topology() -> GPUTopology | None:
         return GPUTopology(tuple(tuple(r) for r in rows), products, tuple(_active_links(nvml, h) for h in handles))
     finally:
         nvml.nvmlShutdown()
+
+
+def _visible_handles(nvml, visible: str | None) -> list:
+    """NVML counts every GPU of the host; CUDA (and so rank -> GPU index) only those in CUDA_VISIBLE_DEVICES."""
+    if not visible:
+        return [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+    handles = []
+    for item in (v.strip() for v in visible.split(",")):
+        if item.isdigit():
+            handles.append(nvml.nvmlDeviceGetHandleByIndex(int(item)))
+        elif item.startswith(("GPU-", "MIG-")):
+            handles.append(nvml.nvmlDeviceGetHandleByUUID(item))
+        else:  # CUDA stops at the first entry it cannot parse
+            break
+    return handles
 
 
 def _link(nvml, a, b) -> str:

@@ -19,9 +19,11 @@ follower, and answers only the kubelet's probes.
 from __future__ import annotations
 
 import atexit
+import faulthandler
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 
@@ -129,6 +131,8 @@ def _stage_neighbours(info: RankInfo) -> tuple[int | None, int | None]:
 
 
 def _local_runner(config: WorkerConfig, hf_config, groups: Groups) -> ModelRunner:
+    if config.parallel.all_reduce == "auto":
+        launch.enable_one_shot_all_reduce(groups, _dtype(config))
     model = build_parallel_model(config.model.path, hf_config, groups.device, _dtype(config),
                                  _stage_neighbours(groups.info),
                                  get_linear_method(config.precision, groups.device, hf_config))
@@ -192,7 +196,7 @@ def make_runner(config: WorkerConfig, hf_config, device: torch.device, dtype: to
     followers = launch.spawn_followers(config.model_dump_json(), range(1, per_pod), p.world_size, addr, port, gpus)
     try:
         info = RankInfo(0, p.world_size, p.tensor, p.pipeline)
-        groups = launch.init_groups(info, port, _rank_device(device, gpus, 0), addr)
+        groups = launch.init_groups(info, port, _rank_device(device, gpus, 0), addr, local_ranks=per_pod)
         runner = ParallelRunner(_local_runner(config, hf_config, groups), groups, followers)
     except BaseException:
         launch.shutdown_groups()
@@ -231,7 +235,7 @@ def follow_group(config: WorkerConfig, group: PodGroup) -> int:
     try:
         torch.manual_seed(config.runtime.seed)
         info = RankInfo(first, p.world_size, p.tensor, p.pipeline)
-        groups = launch.init_groups(info, group.port, _rank_device(device, gpus, 0), group.leader)
+        groups = launch.init_groups(info, group.port, _rank_device(device, gpus, 0), group.leader, local_ranks=per_pod)
         runner = _local_runner(config, hf_config, groups)
         health.set_ready()
         log.info("pod %d of %d: ranks %d..%d joined %s:%d", group.index, group.size, first, first + per_pod - 1,
@@ -246,6 +250,7 @@ def follow_group(config: WorkerConfig, group: PodGroup) -> int:
 
 def follower_main() -> int:
     launch.die_with_parent()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` prints where a follower is
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s rank%(process)d %(name)s: %(message)s")
     config = WorkerConfig.model_validate_json(os.environ[launch.ENV_CONFIG])
     p = config.parallel

@@ -33,13 +33,39 @@ class VocabParallelEmbedding(nn.Module):
         return tp_all_reduce(out.masked_fill(outside.unsqueeze(-1), 0))
 
 
-class ParallelLMHead(VocabParallelEmbedding):
+class ParallelLMHead(nn.Module):
+    """Logits for this rank's vocabulary slice, gathered across ranks.
+
+    Tied to the embedding, it shares that weight. Untied, it may hold a weight-only quantized copy
+    (`quant_method`, see LinearMethod.for_lm_head): at batch 1 an 8B model's head is 1 GB of the
+    16 GB read per token, and it would stay bf16 while the layers shrink.
+    """
+
     def __init__(self, vocab_size: int, dim: int, params_dtype: torch.dtype = torch.float32,
-                 tied_to: VocabParallelEmbedding | None = None):
-        super().__init__(vocab_size, dim, params_dtype)
+                 tied_to: VocabParallelEmbedding | None = None, quant_method=None):
+        super().__init__()
+        state = get_parallel_state()
+        self.tp_size, self.vocab_size = state.tp_size, vocab_size
+        self.shard = -(-vocab_size // state.tp_size)  # last rank may hold padding rows
+        self.start = state.tp_rank * self.shard
+        self.quant_method = quant_method if tied_to is None else None
         if tied_to is not None:
             self.weight = tied_to.weight
+        elif self.quant_method is not None:
+            self.quant_method.create_weights(self, dim, [self.shard], params_dtype, self.weight_loader)
+        else:
+            self.weight = nn.Parameter(torch.zeros(self.shard, dim, dtype=params_dtype), requires_grad=False)
+            self.weight.weight_loader = self.weight_loader
+
+    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id=None) -> None:
+        rows = loaded[self.start : self.start + self.shard]
+        param.data[: rows.shape[0]].copy_(rows)
+        param.data[rows.shape[0]:].zero_()  # padding rows: their logits are cut off, but keep them finite
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = tp_all_gather(F.linear(hidden, self.weight))  # [N, V(+padding)]
+        if self.quant_method is not None:
+            local = self.quant_method.apply(self, hidden, None)
+        else:
+            local = F.linear(hidden, self.weight)
+        logits = tp_all_gather(local)  # [N, V(+padding)]
         return logits[..., : self.vocab_size]

@@ -22,7 +22,8 @@ def enable(on: bool = True) -> None:
     _enabled = on
 
 
-def _pick(name: str, fn):
+def maybe_compiled(name: str, fn):
+    """`fn` compiled once under `name` when enabled (CUDA, not enforce_eager); else `fn` itself."""
     if not _enabled:
         return fn
     if name not in _compiled:
@@ -58,16 +59,16 @@ def _rope(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, cos: torch.
 
 
 def rms_norm(x, weight, eps):
-    return _pick("rms_norm", _rms_norm)(x, weight, eps)
+    return maybe_compiled("rms_norm", _rms_norm)(x, weight, eps)
 
 
 def add_rms_norm(x, residual, weight, eps):
-    return _pick("add_rms_norm", _add_rms_norm)(x, residual, weight, eps)
+    return maybe_compiled("add_rms_norm", _add_rms_norm)(x, residual, weight, eps)
 
 
 def silu_and_mul(x):
-    return _pick("silu_and_mul", _silu_and_mul)(x)
+    return maybe_compiled("silu_and_mul", _silu_and_mul)(x)
 
 
 def rope(positions, q, k, cos, sin):
-    return _pick("rope", _rope)(positions, q, k, cos, sin)
+    return maybe_compiled("rope", _rope)(positions, q, k, cos, sin)

@@ -32,6 +32,10 @@ class LinearMethod:
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
+    def for_lm_head(self) -> "LinearMethod | None":
+        """The method an untied LM head uses, or None to keep it in the model dtype (the default)."""
+        return None
+
 
 class UnquantizedLinearMethod(LinearMethod):
     def create_weights(self, layer, input_size, output_sizes, params_dtype, weight_loader):

@@ -147,7 +147,8 @@ class LlamaForCausalLM(nn.Module):
         self.args = args
         self.model = LlamaModel(args, dtype, quant_method)
         tied = self.model.embed_tokens if args.tie_embeddings else None
-        self.lm_head = ParallelLMHead(args.vocab_size, args.hidden_size, dtype, tied_to=tied)
+        self.lm_head = ParallelLMHead(args.vocab_size, args.hidden_size, dtype, tied_to=tied,
+                                      quant_method=quant_method.for_lm_head() if quant_method is not None else None)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         """input_ids, positions [T] (all sequences of the step, flattened) -> hidden [T, hidden]."""

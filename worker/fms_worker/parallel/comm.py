@@ -11,6 +11,8 @@ def tp_all_reduce(x: torch.Tensor) -> torch.Tensor:
     state = get_parallel_state()
     if state.tp_size == 1:
         return x
+    if state.one_shot is not None and state.one_shot.fits(x):
+        return state.one_shot(x)
     import torch.distributed as dist
 
     dist.all_reduce(x, group=state.group)

@@ -21,13 +21,14 @@ import signal
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
-from fms_worker.parallel.state import ParallelState, set_parallel_state
+from fms_worker.parallel.one_shot import MAX_BYTES, OneShotAllReduce
+from fms_worker.parallel.state import ParallelState, get_parallel_state, set_parallel_state
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,28 @@ def die_with_parent() -> None:
         pass
 
 
-def init_groups(info: RankInfo, port: int, device: torch.device, addr: str = "127.0.0.1") -> Groups:
+_THREADS_BEFORE: list[int] = []
+
+
+def cpu_threads_per_rank(device: torch.device, local_ranks: int, cores: int) -> int:
+    """Intra-op threads for one rank of a multi-process worker.
+
+    Every process defaults to one thread per core, and OpenMP threads spin after each parallel region:
+    N ranks on one host then fight over the cores whenever a step's host tensors are big enough to go
+    parallel (prefill), which slowed a 2-GPU offline run ten-fold. A GPU rank does little CPU math
+    (one thread); CPU ranks share the cores.
+    """
+    if device.type == "cuda":
+        return 1
+    return max(1, cores // max(1, local_ranks))
+
+
+def init_groups(info: RankInfo, port: int, device: torch.device, addr: str = "127.0.0.1",
+                local_ranks: int | None = None) -> Groups:
     """Join the rendezvous, make the tensor-parallel groups and publish this rank's ParallelState."""
+    if "OMP_NUM_THREADS" not in os.environ:  # an explicit setting wins
+        _THREADS_BEFORE.append(torch.get_num_threads())
+        torch.set_num_threads(cpu_threads_per_rank(device, local_ranks or info.world_size, len(os.sched_getaffinity(0))))
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
@@ -134,8 +155,25 @@ def init_groups(info: RankInfo, port: int, device: torch.device, addr: str = "12
     return Groups(info, device, commands, tp_group)
 
 
+def enable_one_shot_all_reduce(groups: Groups, dtype: torch.dtype) -> bool:
+    """Small all-reduces of the tensor-parallel group in `dtype` go one-shot over symmetric memory (GPU, one stage).
+
+    A collective: every rank of the group calls it at the same point. Returns whether it is on.
+    """
+    state = get_parallel_state()
+    if groups.device.type != "cuda" or state.tp_size == 1 or state.pp_size > 1:
+        return False
+    one_shot = OneShotAllReduce.create(state.group, groups.device, dtype)
+    set_parallel_state(replace(state, one_shot=one_shot))
+    if one_shot is not None:
+        log.info("tensor-parallel all-reduces up to %d KiB: one-shot over symmetric memory", MAX_BYTES // 1024)
+    return one_shot is not None
+
+
 def shutdown_groups() -> None:
     set_parallel_state(ParallelState())
+    if _THREADS_BEFORE:  # rank 0 may be a long-lived process (tests, benchmarks) that builds other engines later
+        torch.set_num_threads(_THREADS_BEFORE.pop())
     if dist.is_initialized():
         dist.destroy_process_group()
 

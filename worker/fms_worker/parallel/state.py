@@ -12,6 +12,7 @@ class ParallelState:
     group: object | None = None  # torch.distributed ProcessGroup of this rank's tensor-parallel group
     pp_rank: int = 0
     pp_size: int = 1
+    one_shot: object | None = None  # parallel.one_shot.OneShotAllReduce for small CUDA all-reduces, or None
 
     def __post_init__(self):
         if not 0 <= self.tp_rank < self.tp_size:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from fms_worker.layers import fused
 from fms_worker.quantization.staged import StagedLinearMethod, set_param
 
 FP8 = torch.float8_e4m3fn
@@ -57,7 +58,8 @@ class Fp8LinearMethod(StagedLinearMethod):
 
     def apply(self, layer, x, bias):
         shape = x.shape
-        xq, x_scale = quantize_fp8_rows(x.reshape(-1, shape[-1]))  # [M, K], [M, 1]
+        # One fused kernel on CUDA (amax, scale, cast); eager it would be five passes over x per linear.
+        xq, x_scale = fused.maybe_compiled("fp8_rows", quantize_fp8_rows)(x.reshape(-1, shape[-1]))  # [M, K], [M, 1]
         # _scaled_mm wants the second operand column-major: the transpose of a row-major [N, K] is.
         y = torch._scaled_mm(xq, layer.qweight.t(), scale_a=x_scale, scale_b=layer.w_scale, bias=bias,
                              out_dtype=x.dtype, use_fast_accum=True)

@@ -53,10 +53,15 @@ def _inner_k_tiles(k: int) -> int | None:
 
 
 class Int4LinearMethod(StagedLinearMethod):
-    def __init__(self, group_size: int = 128):
+    def __init__(self, group_size: int = 128, quantize_lm_head: bool = True):
         if group_size not in (32, 64, 128):
             raise ValueError(f"int4 group size {group_size} is not supported; use 32, 64 or 128")
         self.group_size = group_size
+        # A GPTQ/AWQ checkpoint keeps its head dense on purpose; a dense checkpoint's head is quantized too.
+        self.quantize_lm_head = quantize_lm_head
+
+    def for_lm_head(self):
+        return self if self.quantize_lm_head else None
 
     def convert(self, layer, weight):
         n, k = weight.shape

@@ -2,9 +2,11 @@
 
     w[n, k] ~= q[n, k] * scale[n],  q in [-127, 127]
 
-`torch._weight_int8pack_mm` does the matmul without materialising the dense
-weight where it has a kernel; elsewhere the weight is upcast per call
-(torch.compile fuses the upcast into the GEMM prologue).
+The product never materialises the dense weight where a kernel exists: on CUDA
+the Triton kernel of `fms_worker.kernels.int8_matmul` (bf16/fp16 activations;
+PyTorch's own CUDA `_weight_int8pack_mm` is a naive loop, far slower than a
+bf16 GEMM), on CPU `torch._weight_int8pack_mm`. Anything else upcasts the
+weight per call ("dequant").
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from fms_worker.kernels.int8_matmul import int8_matmul, triton_available
 from fms_worker.quantization.staged import StagedLinearMethod, set_param
 
 
@@ -41,20 +44,44 @@ def has_int8pack_kernel(device_type: str) -> bool:
         return False
 
 
+def int8_kernel_for(weight: torch.Tensor) -> str:
+    """The product's path for this weight: "triton" (CUDA, fp16/bf16), "cpu" (`_weight_int8pack_mm`) or
+    "dequant" (the weight upcast per call)."""
+    dev = weight.device.type
+    if dev == "cuda" and triton_available() and weight.dtype in (torch.float16, torch.bfloat16):
+        return "triton"
+    if dev == "cpu" and has_int8pack_kernel("cpu"):
+        return "cpu"
+    return "dequant"
+
+
 class Int8LinearMethod(StagedLinearMethod):
+    """Also quantizes an untied LM head (per-row scales keep each logit's error to its own row)."""
+
     def __init__(self, use_kernel: bool | None = None):
-        self.use_kernel = use_kernel  # None: decide per device
+        self.use_kernel = use_kernel  # None: the device's kernel if any; True: insist on one; False: dequant
+
+    def for_lm_head(self):
+        return self
 
     def convert(self, layer, weight):
         q, scale = quantize_int8(weight)
         set_param(layer, "qweight", q)  # [N, K]
         set_param(layer, "scales", scale.to(weight.dtype))  # [N]
-        use = self.use_kernel if self.use_kernel is not None else has_int8pack_kernel(weight.device.type)
-        layer.int8_kernel = use
+        kernel = "dequant" if self.use_kernel is False else int8_kernel_for(weight)
+        if self.use_kernel and kernel == "dequant":
+            raise ValueError(f"no int8 kernel for {weight.dtype} weights on {weight.device.type}")
+        layer.int8_kernel = kernel
 
     def apply(self, layer, x, bias):
-        if layer.int8_kernel:
-            shape = x.shape
+        kernel = layer.int8_kernel
+        shape = x.shape
+        if kernel == "triton" and x.dtype in (torch.float16, torch.bfloat16):
+            x2 = x.reshape(-1, shape[-1])
+            if x2.stride(-1) != 1:
+                x2 = x2.contiguous()
+            return int8_matmul(x2, layer.qweight, layer.scales, bias).reshape(*shape[:-1], -1)
+        if kernel == "cpu":
             y = torch._weight_int8pack_mm(x.reshape(-1, shape[-1]), layer.qweight, layer.scales.to(x.dtype))
             y = y.reshape(*shape[:-1], -1)
         else:

@@ -27,7 +27,8 @@ def get_linear_method(precision: PrecisionConfig, device: torch.device | None = 
     if precision.quantization == "int4":
         if device is not None and device.type == "cuda" and precision.dtype != "bfloat16":
             raise ValueError("int4 on CUDA runs tinygemm kernels that need bfloat16 activations; set precision.dtype bfloat16")
-        return Int4LinearMethod(_int4_group_size(precision, hf_config))
+        packed = hf_config is not None and packed_format(hf_config) is not None
+        return Int4LinearMethod(_int4_group_size(precision, hf_config), quantize_lm_head=not packed)
     if precision.quantization == "fp8":
         if device is not None:
             require_fp8(device)

@@ -37,3 +37,14 @@ def test_nvlink_required_needs_gpus_and_nvml():
         plan_gpus(_config(2, interconnect="nvlink-required"), CUDA, None)
     assert plan_gpus(_config(2), torch.device("cpu"), None) == []
     assert plan_gpus(_config(1, interconnect="nvlink-required"), torch.device("cpu"), None) == []
+
+
+def test_cpu_threads_per_rank_share_the_cores():
+    import torch
+
+    from fms_worker.parallel.launch import cpu_threads_per_rank
+
+    assert cpu_threads_per_rank(torch.device("cuda", 0), 4, 64) == 1  # GPU ranks barely compute on the host
+    assert cpu_threads_per_rank(torch.device("cpu"), 2, 8) == 4
+    assert cpu_threads_per_rank(torch.device("cpu"), 3, 2) == 1
+    assert cpu_threads_per_rank(torch.device("cpu"), 1, 2) == 2

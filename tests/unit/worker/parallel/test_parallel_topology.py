@@ -71,3 +71,32 @@ def test_interconnect_problem(topo, gpus, tp, policy, bad):
     assert (problem is not None) == bad
     if bad:
         assert "nvlink-required" in problem and "not all NVLink-connected" in problem
+
+
+class _FakeNvml:
+    """Host GPUs 0..3 (UUIDs GPU-a..GPU-d); handles are the host indices."""
+
+    uuids = ["GPU-a", "GPU-b", "GPU-c", "GPU-d"]
+
+    def nvmlDeviceGetCount(self):
+        return 4
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return i
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        return self.uuids.index(uuid)
+
+
+@pytest.mark.parametrize("visible, expected", [
+    (None, [0, 1, 2, 3]),
+    ("", [0, 1, 2, 3]),
+    ("2,3", [2, 3]),
+    ("3, 1", [3, 1]),
+    ("GPU-c,GPU-a", [2, 0]),
+    ("1,bogus,2", [1]),  # CUDA ignores entries from the first one it cannot parse
+])
+def test_topology_follows_cuda_visible_devices(visible, expected):
+    from fms_worker.topology import _visible_handles
+
+    assert _visible_handles(_FakeNvml(), visible) == expected

@@ -55,3 +55,36 @@ def test_layers_are_quantized_as_they_complete():
     for q_layer, d_layer in zip(model.model.layers, dense.model.layers):
         ref = d_layer.mlp(x)
         assert ((q_layer.mlp(x) - ref).norm() / ref.norm()) < 0.02
+
+
+def test_untied_lm_head_is_quantized_by_weight_only_schemes():
+    from fms_worker.quantization.fp8 import Fp8LinearMethod
+    from fms_worker.quantization.int4 import Int4LinearMethod
+
+    ckpt = _checkpoint(ARGS)
+    dense = LlamaForCausalLM(ARGS, torch.float32)
+    load_weights(dense, iter(ckpt.items()))
+    hidden = torch.randn(5, ARGS.hidden_size)
+    ref = dense.compute_logits(hidden)
+    for method, qdtype, tol in ((Int8LinearMethod(), torch.int8, 0.02), (Int4LinearMethod(32), None, 0.15)):
+        model = LlamaForCausalLM(ARGS, torch.float32, quant_method=method)
+        load_weights(model, iter(ckpt.items()))
+        head = model.lm_head
+        assert not hasattr(head, "weight") and hasattr(head, "qweight")  # the dense head is gone
+        if qdtype is not None:
+            assert head.qweight.dtype == qdtype
+        logits = model.compute_logits(hidden)
+        assert logits.shape == ref.shape
+        err = ((logits - ref).norm() / ref.norm()).item()
+        print(type(method).__name__, "head relative error", round(err, 4))
+        assert err < tol
+    # a GPTQ/AWQ checkpoint's dense head stays dense, and so does fp8's (W8A8 logits lose too much)
+    assert Int4LinearMethod(32, quantize_lm_head=False).for_lm_head() is None
+    assert Fp8LinearMethod().for_lm_head() is None
+
+
+def test_tied_lm_head_stays_the_embedding():
+    args = LlamaArgs(**{**ARGS.__dict__, "tie_embeddings": True})
+    model = LlamaForCausalLM(args, torch.float32, quant_method=Int8LinearMethod())
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert model.lm_head.quant_method is None

@@ -1,0 +1,149 @@
+"""The Triton int8 matmul on CPU, through Triton's interpreter, against dequantize_int8 + matmul in float32.
+
+TRITON_INTERPRET must be set before triton is imported, so the kernels run in a
+subprocess. The interpreter computes bf16 dots wrongly (it multiplies the raw
+bf16 bits), so the activations are float16 and float32; the GPU test covers
+bf16. One fixed tile config per run (`config=`), since autotuning times kernels
+on a GPU; the autotuned path runs once with a stand-in timer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fms_worker.layers.linear import RowParallelLinear
+from fms_worker.quantization.int8 import Int8LinearMethod
+
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("triton is not installed (CPU-only install): no Triton kernels to interpret", allow_module_level=True)
+
+_SCRIPT = r'''
+import json
+
+import numpy
+import torch
+import triton
+import triton.runtime.interpreter as interp
+
+# Triton 3.6's interpreter calls int() on 1-element arrays, an error since numpy 2.4 (triton-lang/triton#9171).
+_patch = interp._patch_lang_tensor
+def _patch_lang_tensor(tensor, scope):
+    _patch(tensor, scope)
+    scope.set_attr(tensor, "__index__", lambda self: int(numpy.asarray(self.handle.data).reshape(-1)[0]))
+interp._patch_lang_tensor = _patch_lang_tensor
+
+from fms_worker.kernels import int8_matmul as km
+from fms_worker.quantization.int8 import dequantize_int8, quantize_int8
+
+CONFIGS = {
+    "decode": km.configs_for(16)[0],
+    "decode_split3": dict(km.configs_for(16)[1], SPLIT_K=3),
+    "wide_split2": dict(km.configs_for(64)[0], SPLIT_K=2),
+    "wide": km.configs_for(64)[3],
+    "prefill": km.configs_for(128)[0],
+    "prefill_256": km.configs_for(128)[1],
+}
+# (M, N, K): ragged N and K, M not a multiple of any tile; the last one has several K steps per split.
+SHAPES = [(1, 100, 200), (5, 48, 96), (33, 70, 130), (1, 64, 1024)]
+
+gen = torch.Generator().manual_seed(0)
+out = []
+for i, (m, n, k) in enumerate(SHAPES):
+    q, scale = quantize_int8(torch.randn(n, k, generator=gen) * k**-0.5)
+    for dtype in (torch.float16, torch.float32):
+        x = torch.randn(m, k, generator=gen).to(dtype)
+        bias = torch.randn(n, generator=gen).to(dtype) if i % 2 == 0 else None
+        ref = x.float() @ dequantize_int8(q, scale).t()
+        if bias is not None:
+            ref = ref + bias.float()
+        for name, cfg in CONFIGS.items():
+            y = km.int8_matmul(x, q, scale.to(dtype), bias, config=cfg)
+            assert y.shape == (m, n) and y.dtype == dtype
+            err = ((y.float() - ref).norm() / ref.norm()).item()
+            out.append(dict(case=f"{name} M={m} N={n} K={k} {dtype} bias={bias is not None}", err=err,
+                            tol=2e-3 if dtype == torch.float16 else 1e-5))
+
+# The decode GEMV (M <= 4), every tile that fits its row count.
+for m, n, k in ((1, 100, 200), (3, 70, 1030), (4, 33, 96)):
+    q, scale = quantize_int8(torch.randn(n, k, generator=gen) * k**-0.5)
+    x = torch.randn(m, k, generator=gen).half()
+    bias = torch.randn(n, generator=gen).half() if m != 3 else None
+    ref = x.float() @ dequantize_int8(q, scale).t() + (bias.float() if bias is not None else 0)
+    block_m = 1 if m == 1 else triton.next_power_of_2(m)
+    for cfg in km.gemv_configs(block_m):
+        y = km.int8_gemv(x, q, scale.half(), bias, config=cfg)
+        assert y.shape == (m, n)
+        err = ((y.float() - ref).norm() / ref.norm()).item()
+        out.append(dict(case=f"gemv {cfg} M={m} N={n} K={k}", err=err, tol=2e-3))
+
+# The autotuned GEMV (what int8_matmul runs for M <= 4), timed by a stand-in that makes the last tile win.
+def gemv_bench(fn, quantiles):
+    fn()
+    gemv_bench.calls += 1
+    return [1.0 / gemv_bench.calls] * 3
+gemv_bench.calls = 0
+km._int8_gemv_tuned._do_bench = gemv_bench
+q, scale = quantize_int8(torch.randn(40, 300, generator=gen) * 300**-0.5)
+for m in (1, 2):
+    x = torch.randn(m, 300, generator=gen).half()
+    y = km.int8_matmul(x, q, scale.half())
+    ref = x.float() @ dequantize_int8(q, scale).t()
+    out.append(dict(case=f"gemv autotuned M={m}", err=((y.float() - ref).norm() / ref.norm()).item(), tol=2e-3))
+assert gemv_bench.calls == len(km.gemv_configs(1)) + len(km.gemv_configs(2))
+
+# The autotuned path, with a stand-in timer that makes the first split candidate win: the K-split partials
+# must be summed (and the bias added) after the tuned launch too.
+m, n, k = 5, 64, 4096
+cands = km.candidates(m, n, k, 132)
+win = next(i for i, c in enumerate(cands) if c["SPLIT_K"] > 1)
+calls = []
+def fake_bench(fn, quantiles):
+    fn()
+    calls.append(None)
+    return [0.0 if len(calls) - 1 == win else 1.0] * 3
+km._int8_mm_tuned._do_bench = fake_bench
+q, scale = quantize_int8(torch.randn(n, k, generator=gen) * k**-0.5)
+x = torch.randn(m, k, generator=gen).half()
+bias = torch.randn(n, generator=gen).half()
+ref = x.float() @ dequantize_int8(q, scale).t() + bias.float()
+for _ in range(2):  # tuned, then from the autotuner's cache
+    y = km.int8_matmul(x, q, scale.half(), bias)
+    err = ((y.float() - ref).norm() / ref.norm()).item()
+    out.append(dict(case=f"autotuned split={km._int8_mm_tuned.best_config.kwargs['SPLIT_K']}", err=err, tol=2e-3))
+assert len(calls) == len(cands), (len(calls), len(cands))
+assert km._int8_mm_tuned.best_config.kwargs["SPLIT_K"] > 1
+print(json.dumps(out))
+'''
+
+
+@pytest.fixture(scope="module")
+def interpreted():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_every_tile_family_matches_the_dense_product(interpreted):
+    gemv = [r for r in interpreted if r["case"].startswith("gemv")]
+    assert len(gemv) >= 3 * 4  # each GEMV row count ran several tiles
+    assert len(interpreted) - len(gemv) == 4 * 2 * 6 + 2
+    bad = [r for r in interpreted if not r["err"] < r["tol"]]
+    assert not bad, bad
+
+
+def test_layer_picks_the_cpu_kernel_or_dequant_off_cuda():
+    w = torch.randn(32, 64)
+    for use_kernel, want in ((None, "cpu"), (True, "cpu"), (False, "dequant")):
+        method = Int8LinearMethod(use_kernel=use_kernel)
+        layer = RowParallelLinear(64, 32, params_dtype=torch.bfloat16, quant_method=method)
+        layer.weight.weight_loader(layer.weight, w)
+        method.process_weights_after_loading(layer)
+        assert layer.int8_kernel == want

@@ -1,0 +1,340 @@
+"""Weight-only int8 matmul: y = (x @ q.T) * scale (+ bias), one scale per output channel.
+
+    x [M, K] bf16/fp16, q [N, K] int8 (row-major), scale [N], bias [N], y [M, N] in x's dtype
+
+PyTorch's CUDA `_weight_int8pack_mm` runs one thread per output element, far
+slower than a bf16 GEMM. Here each program streams int8 weight tiles through
+shared memory, upcasts them in registers inside the K loop and multiplies on
+tensor cores with float32 accumulation; the scale (and bias) is applied once
+at the end. The weight is the dot's left operand, so Hopper's wgmma takes the
+upcast tile straight from registers.
+
+- Decode (M <= 64) is bound by reading the weight: tiles are narrow along N so
+  that a batch of one still spreads over the SMs. Where N alone gives too few
+  programs, K is split too: each split writes float32 partials and a second
+  small kernel sums them in a fixed order (no atomics, so runs reproduce bit
+  for bit) and applies scale and bias.
+- Prefill is compute bound: large tensor-core tiles.
+
+Tiles (and the K split) are autotuned on the first call per (M bucket, N, K,
+dtypes), timing the split's sum kernel too. CUDA-graph users warm every shape
+up before capture. With a persistent Triton cache the choices survive restarts.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs
+    triton = None
+
+
+def triton_available() -> bool:
+    return triton is not None
+
+
+def int8_matmul_ref(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None):
+    """Plain torch reference, in float32 until the final cast."""
+    y = (x.float() @ q.float().t()) * scale.float()
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)
+
+
+def m_bucket(m: int) -> int:
+    """The autotuning key for M: every batch up to 16 shares the 16-row tiles, then powers of two."""
+    if m <= 16:
+        return 16
+    return min(1 << (m - 1).bit_length(), 4096)
+
+
+def _cfg(bm, bn, bk, warps, stages):
+    return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_N=8, num_warps=warps, num_stages=stages)
+
+
+# Decode tiles are narrow in N (many programs) and deep in K and stages (many weight bytes in flight);
+# one warp per 16 weight rows on mma.sync, or a warpgroup per 64 rows on wgmma.
+_DECODE = [(16, 256, 1, 4), (32, 256, 2, 4), (64, 128, 4, 4), (64, 256, 4, 3)]
+_DECODE_WIDE = [(32, 128, 2, 4), (64, 128, 4, 4), (128, 128, 4, 3), (128, 128, 8, 4)]
+_PREFILL = [
+    _cfg(128, 128, 64, 4, 4), _cfg(256, 128, 64, 8, 3), _cfg(128, 256, 64, 8, 3), _cfg(128, 128, 128, 8, 3),
+    _cfg(128, 64, 64, 4, 4), _cfg(64, 128, 128, 4, 4), _cfg(64, 64, 128, 4, 4),
+]
+
+
+def configs_for(bucket: int) -> list[dict]:
+    """The candidate tiles of one M bucket (see `m_bucket`), before any K split."""
+    if bucket <= 16:
+        return [_cfg(16, *t) for t in _DECODE]
+    if bucket <= 64:
+        return [_cfg(bucket, *t) for t in _DECODE_WIDE]
+    return list(_PREFILL)
+
+
+def split_k_for(cfg: dict, m: int, n: int, k: int, sm_count: int) -> int:
+    """K splits (a power of two) that bring a decode tile to ~8 warps an SM, each split keeping >= 4 K steps."""
+    if m > 64:
+        return 1
+    warps = -(-m // cfg["BLOCK_M"]) * -(-n // cfg["BLOCK_N"]) * cfg["num_warps"]
+    split = 1
+    while warps * split < 8 * sm_count and k // (2 * split) >= 4 * cfg["BLOCK_K"] and split < 16:
+        split *= 2
+    return split
+
+
+def candidates(m: int, n: int, k: int, sm_count: int) -> list[dict]:
+    """What the autotuner times for this shape: each tile unsplit and, where it helps fill the GPU, split."""
+    out = []
+    for cfg in configs_for(m_bucket(m)):
+        out.append(dict(cfg, SPLIT_K=1))
+        split = split_k_for(cfg, m, n, k, sm_count)
+        if split > 1:
+            out.append(dict(cfg, SPLIT_K=split))
+    return out
+
+
+@functools.cache
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 132  # CPU tensors (the Triton interpreter): pretend to be an H100
+
+
+if triton is not None:
+
+    @triton.jit
+    def _upcast(w, dtype: tl.constexpr):
+        """int8 -> dtype, exactly. Triton lowers int8 -> bf16 with bit tricks but int8 -> fp16 with a slow
+        convert instruction each, so fp16 builds the value itself: bits 0x6480 + q are 1152 + q."""
+        if dtype == tl.float16:
+            return (w.to(tl.int16) + 0x6480).to(tl.float16, bitcast=True) - 1152.0
+        else:
+            return w.to(dtype)
+
+    @triton.jit
+    def _int8_mm_kernel(
+        X, Q, S, B, Y, P,
+        M, N, K,
+        stride_xm, stride_qn, stride_ym,
+        M_BUCKET,  # only an autotuning key
+        SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_N: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        split = tl.program_id(1)
+        grid_n = tl.cdiv(N, BLOCK_N)
+        grid_m = tl.cdiv(M, BLOCK_M)
+        # Consecutive programs walk the token tiles of GROUP_N weight tiles, so both stay in L2.
+        width = GROUP_N * grid_m
+        first_n = (pid // width) * GROUP_N
+        group_size = tl.minimum(grid_n - first_n, GROUP_N)
+        pid_n = first_n + (pid % width) % group_size
+        pid_m = (pid % width) // group_size
+
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        rk = tl.arange(0, BLOCK_K)
+        n_ok = rn < N
+        m_ok = rm < M
+        if SPLIT_K == 1:
+            k_lo = 0
+            k_hi = K
+        else:
+            per_split = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT_K) * BLOCK_K
+            k_lo = split * per_split
+            k_hi = tl.minimum(k_lo + per_split, K)
+
+        # Rows past N read row n % N (always valid) and are dropped at the store; rows past M are masked
+        # so a batch of 1 does not read 15 padding rows of x.
+        q_ptr = Q + (rn % N).to(tl.int64)[:, None] * stride_qn + (k_lo + rk)[None, :]
+        x_ptr = X + rm.to(tl.int64)[None, :] * stride_xm + (k_lo + rk)[:, None]  # x^T tile [BLOCK_K, BLOCK_M]
+        acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+        for k in range(k_lo, k_hi, BLOCK_K):
+            if EVEN_K:
+                w = tl.load(q_ptr)
+                xt = tl.load(x_ptr, mask=m_ok[None, :], other=0.0)
+            else:
+                k_ok = k + rk < K
+                w = tl.load(q_ptr, mask=k_ok[None, :], other=0)
+                xt = tl.load(x_ptr, mask=m_ok[None, :] & k_ok[:, None], other=0.0)
+            acc = tl.dot(_upcast(w, xt.dtype), xt, acc)
+            q_ptr += BLOCK_K
+            x_ptr += BLOCK_K
+        mask = n_ok[:, None] & m_ok[None, :]
+        if SPLIT_K == 1:
+            out = acc * tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)[:, None]
+            if HAS_BIAS:
+                out += tl.load(B + rn, mask=n_ok, other=0.0).to(tl.float32)[:, None]
+            y_ptr = Y + rm.to(tl.int64)[None, :] * stride_ym + rn[:, None]
+            tl.store(y_ptr, out.to(Y.dtype.element_ty), mask=mask)
+        else:
+            p_ptr = P + (split * M + rm).to(tl.int64)[None, :] * N + rn[:, None]
+            tl.store(p_ptr, acc, mask=mask)
+
+    @triton.jit
+    def _split_k_sum_kernel(P, S, B, Y, M, N, stride_ym,
+                            SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        ok = cols < N
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for s in tl.static_range(SPLIT_K):  # fixed order: reproducible sums
+            acc += tl.load(P + (s * M + row).to(tl.int64) * N + cols, mask=ok, other=0.0)
+        acc = acc * tl.load(S + cols, mask=ok, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            acc += tl.load(B + cols, mask=ok, other=0.0).to(tl.float32)
+        tl.store(Y + row.to(tl.int64) * stride_ym + cols, acc.to(Y.dtype.element_ty), mask=ok)
+
+    def _sum_splits(args: dict) -> None:
+        split = args["SPLIT_K"]
+        if split > 1:
+            m, n, block = args["M"], args["N"], 512
+            _split_k_sum_kernel[(m, triton.cdiv(n, block))](
+                args["P"], args["S"], args["B"], args["Y"], m, n, args["stride_ym"],
+                SPLIT_K=split, HAS_BIAS=args["HAS_BIAS"], BLOCK=block)
+
+    def _prune(configs, named_args, **kwargs):
+        a = named_args
+        return [triton.Config({k: v for k, v in c.items() if not k.startswith("num_")},
+                              num_warps=c["num_warps"], num_stages=c["num_stages"])
+                for c in candidates(a["M"], a["N"], a["K"], _sm_count(a["X"].device))]
+
+    def _bench(fn, quantiles):  # shorter than the default 25 + 100 ms: ~30 ms a compiled config
+        return triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles)
+
+    _int8_mm = triton.heuristics({"EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0})(_int8_mm_kernel)
+    _int8_mm_tuned = triton.autotune(
+        # Placeholders: `_prune` hands out the shape's own `candidates` (the list needs two entries to tune).
+        configs=[triton.Config({"BLOCK_M": 16}), triton.Config({"BLOCK_M": 64})],
+        key=["M_BUCKET", "N", "K"],
+        prune_configs_by={"early_config_prune": _prune},
+        post_hook=lambda args, exception: exception is None and _sum_splits(args),  # time the split's sum too
+        do_bench=_bench,
+        cache_results=True,  # kept in the Triton cache dir, so later starts skip the timing
+    )(_int8_mm)
+
+
+GEMV_MAX_M = 4  # up to here the CUDA-core kernel below; above, the tensor-core tiles
+
+# (BLOCK_N, BLOCK_K, warps): a program reads BLOCK_N weight rows in BLOCK_K-byte strips.
+_GEMV = [(8, 512, 4), (16, 512, 4), (16, 256, 4), (32, 256, 8), (8, 1024, 8), (16, 1024, 8), (4, 512, 4),
+         (4, 256, 4), (8, 256, 4)]
+
+
+def _fits(block_m: int, bn: int, bk: int, warps: int) -> bool:
+    return block_m * bn * bk <= 64 * 32 * warps  # the accumulator: at most 64 float32 registers a thread
+
+
+def gemv_configs(block_m: int) -> list[dict]:
+    """The GEMV tiles for `block_m` rows of x, those whose accumulator stays in registers."""
+    return [dict(BLOCK_N=bn, BLOCK_K=bk, num_warps=w) for bn, bk, w in _GEMV if _fits(block_m, bn, bk, w)]
+
+
+if triton is not None:
+
+    @triton.jit
+    def _int8_gemv_kernel(X, Q, S, B, Y, M, N, K, stride_xm, stride_qn, stride_ym,
+                          HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                          BLOCK_K: tl.constexpr):
+        """Decode: every weight byte is read once, upcast and multiplied on the CUDA cores (no tensor-core
+        layout shuffles); each program owns BLOCK_N output channels for all (<= 4) rows of x."""
+        pid = tl.program_id(0)
+        rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+        rm = tl.arange(0, BLOCK_M)
+        rk = tl.arange(0, BLOCK_K)
+        n_ok = rn < N
+        m_ok = rm < M
+        q_ptr = Q + (rn % N).to(tl.int64)[:, None] * stride_qn + rk[None, :]  # [BLOCK_N, BLOCK_K]
+        x_ptr = X + rm.to(tl.int64)[:, None] * stride_xm + rk[None, :]  # [BLOCK_M, BLOCK_K]
+        # Per-lane partial sums across the whole K loop, reduced across lanes once at the end.
+        acc = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_K], dtype=tl.float32)
+        for k in range(0, K, BLOCK_K):
+            k_ok = k + rk < K
+            w = tl.load(q_ptr, mask=k_ok[None, :], other=0).to(tl.float32)
+            xs = tl.load(x_ptr, mask=m_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
+            acc += xs[:, None, :] * w[None, :, :]
+            q_ptr += BLOCK_K
+            x_ptr += BLOCK_K
+        out = tl.sum(acc, axis=2) * tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        if HAS_BIAS:
+            out += tl.load(B + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        y_ptr = Y + rm.to(tl.int64)[:, None] * stride_ym + rn[None, :]
+        tl.store(y_ptr, out.to(Y.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+
+    _int8_gemv_tuned = triton.autotune(
+        configs=[triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w) for bn, bk, w in _GEMV],
+        key=["N", "K", "BLOCK_M"],
+        # BLOCK_M is a launch keyword (not a positional argument), so it arrives in **kw.
+        prune_configs_by={"early_config_prune": lambda configs, named_args, **kw: [
+            c for c in configs if _fits(kw["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps)]},
+        do_bench=lambda fn, quantiles: triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles),
+        cache_results=True,
+    )(_int8_gemv_kernel)
+
+
+def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None, *,
+              config: dict | None = None) -> torch.Tensor:
+    """`int8_matmul` for M <= GEMV_MAX_M rows (decode). `config` (tests): an entry of `gemv_configs`."""
+    m, k = x.shape
+    n = q.shape[0]
+    if m > GEMV_MAX_M:
+        raise ValueError(f"int8_gemv takes at most {GEMV_MAX_M} rows, got {m}")
+    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    block_m = 1 if m <= 1 else triton.next_power_of_2(m)
+    args = (x, q, scale, bias if bias is not None else scale, y, m, n, k, x.stride(0), q.stride(0), y.stride(0))
+    if config is not None:
+        cfg = dict(config)
+        warps = cfg.pop("num_warps", 4)
+        _int8_gemv_kernel[(triton.cdiv(n, cfg["BLOCK_N"]),)](*args, HAS_BIAS=bias is not None, BLOCK_M=block_m,
+                                                            num_warps=warps, **cfg)
+    else:
+        _int8_gemv_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*args, HAS_BIAS=bias is not None,
+                                                                          BLOCK_M=block_m)
+    return y
+
+
+def int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None, *,
+                config: dict | None = None) -> torch.Tensor:
+    """y [M, N] = (x [M, K] @ q [N, K].T) * scale [N] (+ bias [N]) in x's dtype (bf16 or fp16).
+
+    `config` (tests) skips the autotuner: an entry of `configs_for`, optionally with SPLIT_K.
+    float32 x runs too (as TF32 on GPU); it is there for the Triton interpreter, which mishandles bf16 dots.
+    """
+    if triton is None:
+        raise RuntimeError("int8_matmul needs triton")
+    m, k = x.shape
+    n = q.shape[0]
+    if q.shape != (n, k) or q.dtype != torch.int8 or scale.shape != (n,) or x.stride(1) != 1 or q.stride(1) != 1:
+        raise ValueError(f"int8_matmul: x {tuple(x.shape)} stride {x.stride()}, q {tuple(q.shape)} {q.dtype}, "
+                         f"scale {tuple(scale.shape)}")
+    if 0 < m <= GEMV_MAX_M and config is None:
+        return int8_gemv(x, q, scale, bias)
+    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    if m == 0:
+        return y
+    if config is not None:
+        config = dict(config)
+        max_split = config.setdefault("SPLIT_K", 1)
+    else:
+        max_split = max(c["SPLIT_K"] for c in candidates(m, n, k, _sm_count(x.device)))
+    part = torch.empty(max_split, m, n, dtype=torch.float32, device=x.device) if max_split > 1 else y
+    args = (x, q, scale, bias if bias is not None else scale, y, part, m, n, k,
+            x.stride(0), q.stride(0), y.stride(0), m_bucket(m))
+
+    def grid(meta):
+        return triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"]
+
+    if config is not None:
+        _int8_mm[grid](*args, HAS_BIAS=bias is not None, **config)
+        split = config["SPLIT_K"]
+    else:
+        _int8_mm_tuned[grid](*args, HAS_BIAS=bias is not None)
+        split = _int8_mm_tuned.best_config.kwargs["SPLIT_K"]
+    _sum_splits(dict(SPLIT_K=split, M=m, N=n, P=part, S=scale, B=args[3], Y=y, stride_ym=y.stride(0),
+                     HAS_BIAS=bias is not None))
+    return y

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -89,18 +90,54 @@ async def one_request(client: httpx.AsyncClient, prompt: list[int], max_tokens: 
 
 
 async def run(url: str, prompts: list[list[int]], max_tokens: int, rate: float, model: str | None,
-              seed: int) -> tuple[list[Result], float]:
+              seed: int, concurrency: int | None = None) -> tuple[list[Result], float]:
+    """`concurrency`: at most this many requests in flight (a closed loop: the next starts as one ends),
+    so a long run measures steady-state saturation rather than one burst's ramp-up and tail."""
     rng = random.Random(seed)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    gate = asyncio.Semaphore(concurrency) if concurrency else None
+
+    async def gated(client, prompt):
+        if gate is None:
+            return await one_request(client, prompt, max_tokens, model)
+        async with gate:
+            return await one_request(client, prompt, max_tokens, model)
+
     async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600), limits=limits) as client:
         tasks = []
         started = time.perf_counter()
         for prompt in prompts:
-            tasks.append(asyncio.create_task(one_request(client, prompt, max_tokens, model)))
+            tasks.append(asyncio.create_task(gated(client, prompt)))
             if rate != float("inf"):
                 await asyncio.sleep(rng.expovariate(rate))  # Poisson process: exponential gaps
         results = await asyncio.gather(*tasks)
         return results, time.perf_counter() - started
+
+
+def _shard_main(job: tuple) -> tuple[list[dict], float, float]:
+    """One client process: its share of the requests, with wall-clock start and end for the total."""
+    url, prompts, max_tokens, rate, model, seed, concurrency = job
+    started = time.time()
+    results, _ = asyncio.run(run(url, prompts, max_tokens, rate, model, seed, concurrency))
+    return [dataclasses.asdict(r) for r in results], started, time.time()
+
+
+def run_clients(url: str, prompts: list[list[int]], max_tokens: int, rate: float, model: str | None, seed: int,
+                concurrency: int | None = None, processes: int = 1) -> tuple[list[Result], float]:
+    """`run` split over `processes` client processes (round-robin requests; rate and concurrency divided).
+
+    One Python client parsing a few thousand SSE events a second saturates its core before a GPU
+    worker does, so measuring a server at saturation needs several."""
+    if processes <= 1:
+        return asyncio.run(run(url, prompts, max_tokens, rate, model, seed, concurrency))
+    import multiprocessing
+
+    jobs = [(url, prompts[i::processes], max_tokens, rate / processes, model, seed + i,
+             -(-concurrency // processes) if concurrency else None) for i in range(processes)]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        shards = pool.map(_shard_main, jobs)
+    results = [Result(**r) for rows, _, _ in shards for r in rows]
+    return results, max(end for _, _, end in shards) - min(start for _, start, _ in shards)
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -203,6 +240,8 @@ def main() -> None:
     p.add_argument("--num-requests", type=int, default=100)
     p.add_argument("--rate", type=float, default=float("inf"), help="requests per second (Poisson); inf = all at once")
     p.add_argument("--rates", type=float, nargs="+", help="several rates, one after another, against the same worker")
+    p.add_argument("--concurrency", type=int, help="at most this many requests in flight (closed loop)")
+    p.add_argument("--client-procs", type=int, default=1, help="client processes sharing the requests")
     p.add_argument("--serve", metavar="MODEL_DIR", help="start `fms_worker.cli serve MODEL_DIR` as a process first")
     p.add_argument("--max-model-len", type=int, default=4096)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
@@ -235,7 +274,8 @@ def main() -> None:
     runs = []
     try:
         for rate in args.rates or [args.rate]:
-            results, elapsed = asyncio.run(run(url, prompts, args.max_tokens, rate, args.model, args.seed))
+            results, elapsed = run_clients(url, prompts, args.max_tokens, rate, args.model, args.seed,
+                                           args.concurrency, args.client_procs)
             runs.append({"rate": "inf" if rate == float("inf") else rate, **summarize(results, elapsed)})
             if args.json:
                 print(json.dumps(runs[-1], indent=2))

@@ -14,7 +14,6 @@ cost is 1 - (2) / (1).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import random
@@ -102,7 +101,8 @@ def over_http(model_dir: str, prompts, args) -> dict:
         sys.executable, __file__, "--serve-child", "--model-dir", model_dir, "--port", str(port),
         "--step-ms", str(args.step_ms), "--num-requests", str(args.num_requests)], timeout=300)
     try:
-        results, elapsed = asyncio.run(serving.run(url, prompts, args.max_tokens, float("inf"), None, 0))
+        results, elapsed = serving.run_clients(url, prompts, args.max_tokens, float("inf"), None, 0,
+                                               args.concurrency, args.client_procs)
         return serving.summarize(results, elapsed)
     finally:
         child.terminate()
@@ -115,6 +115,8 @@ def main() -> None:
     ap.add_argument("--num-requests", type=int, default=256)
     ap.add_argument("--prompt-len", type=int, default=256)
     ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--concurrency", type=int, help="closed loop: at most this many requests in flight")
+    ap.add_argument("--client-procs", type=int, default=1, help="client processes sharing the requests")
     ap.add_argument("--model-dir")
     ap.add_argument("--port", type=int)
     ap.add_argument("--serve-child", action="store_true", help=argparse.SUPPRESS)

@@ -94,6 +94,10 @@ class RuntimeConfig(_Section):
         default="auto",
         description="Schedule step N+1 while the GPU runs step N (auto: on CUDA without pipeline parallelism).",
     )
+    step_timeout_s: float = Field(
+        default=600.0, ge=0,
+        description="An engine step running longer than this (a hung GPU, driver or collective) fails the worker "
+                    "so it restarts; 0 disables.")
     seed: int = 0
 
 

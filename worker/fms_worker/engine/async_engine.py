@@ -149,6 +149,12 @@ class AsyncEngine:
         self._idle = asyncio.Event()
         self._idle.set()
         self.fatal_error: BaseException | None = None
+        self.step_started: float | None = None  # time.monotonic() when the step in progress began
+
+    def stalled_seconds(self, now: float | None = None) -> float:
+        """How long the engine has been inside one step (0 between steps)."""
+        started = self.step_started
+        return 0.0 if started is None else (time.monotonic() if now is None else now) - started
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -269,7 +275,9 @@ class AsyncEngine:
                 if self._stop:
                     break
                 if self.engine.has_unfinished():
+                    self.step_started = time.monotonic()
                     outputs = self.engine.step()
+                    self.step_started = None
                     stats = replace(self.engine.stats())  # a copy: the engine reuses its object
                     with self._lock:
                         self._stats = stats

@@ -44,6 +44,7 @@ class ServingState:
         self.async_engine: AsyncEngine | None = None
         self.limits: ModelLimits | None = None
         self.on_fatal: Callable[[str], None] = lambda message: None  # the runner exits the process
+        self._watchdog: asyncio.Task | None = None
 
     async def load(self, factory: Callable[[WorkerConfig], Any] | None, engine: Any = None) -> None:
         try:
@@ -64,8 +65,23 @@ class ServingState:
         if (topo := getattr(engine, "topology", None)) is not None:
             self.metrics.set_nvlink_peers(topo.nvlink_peers())
         self.async_engine.start()
+        if self.config.runtime.step_timeout_s > 0:
+            self._watchdog = asyncio.create_task(self._watch_steps(self.config.runtime.step_timeout_s))
         if self.phase == "loading":
             self.phase = "ready"
+
+    async def _watch_steps(self, timeout: float) -> None:
+        """Fail the worker when one engine step outlives `timeout`: a hung device or collective never
+        returns, and a process whose event loop still answers /health would otherwise never restart."""
+        while self.async_engine is not None and self.phase != "failed":
+            await asyncio.sleep(min(5.0, timeout / 4))
+            stalled = self.async_engine.stalled_seconds()
+            if stalled > timeout:
+                log.error("engine step stalled for %.0f s (runtime.step_timeout_s %.0f)", stalled, timeout)
+                self._engine_died(RuntimeError(f"an engine step made no progress for {stalled:.0f} s "
+                                               f"(runtime.step_timeout_s is {timeout:g}); the GPU, its driver or "
+                                               "a tensor-parallel collective is hung"))
+                return
 
     def _engine_died(self, exc: BaseException) -> None:
         # Not recoverable in-process (device state unknown): fail readiness and let the runner exit
@@ -74,6 +90,8 @@ class ServingState:
         self.on_fatal(self.error)
 
     async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self.async_engine is not None:
             await self.async_engine.stop()
 

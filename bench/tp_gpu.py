@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -104,8 +105,14 @@ def run_watched(engine, reqs: list[workload.Request], dump_after: float | None) 
                     os.kill(p.pid, signal.SIGUSR1)
 
     threading.Thread(target=watch, daemon=True).start()
+    monitor = None
     if dump_after is not None:  # a C thread: it prints even when the main thread holds the GIL in a stuck call
         faulthandler.dump_traceback_later(dump_after, repeat=False)
+        # And from outside: thread states, kernel stacks, py-spy (bench/proc_snapshot.py), GPU utilization.
+        pids = [os.getpid()] + [p.pid for p in getattr(engine.runner, "followers", [])]
+        target = SAVE["out"].with_suffix(".stacks.txt") if SAVE["out"] else Path("tp-stacks.txt")
+        monitor = subprocess.Popen([sys.executable, str(HERE / "proc_snapshot.py"), "--pids", *map(str, pids),
+                                    "--after", str(dump_after), "--every", "20", "--count", "2", "--out", str(target)])
     try:
         while engine.has_unfinished():
             for out in engine.step():
@@ -116,6 +123,8 @@ def run_watched(engine, reqs: list[workload.Request], dump_after: float | None) 
     finally:
         state["done"] = True
         faulthandler.cancel_dump_traceback_later()
+        if monitor is not None and monitor.poll() is None:
+            monitor.kill()
     return time.perf_counter() - t, state["tokens"]
 
 

@@ -83,16 +83,16 @@ def rank_main(rank):
     dev = torch.device("cuda", rank)
     torch.cuda.set_device(dev)
     dist.init_process_group("nccl", rank=rank, world_size=2, device_id=dev)
-    one = OneShotAllReduce.create(dist.group.WORLD, dev, torch.bfloat16)
+    one = OneShotAllReduce.create(dist.group.WORLD, dev, torch.bfloat16, 2 << 20)  # 256 x 4096 bf16, as for 8B
     assert one is not None, "symmetric memory rendezvous failed"
     g = torch.Generator(device=dev).manual_seed(rank)
-    for n in (1, 4096, 4097, 65536, 262144):
+    for n in (1, 4096, 4097, 65536, 262144, 1 << 20):
         x = torch.randn(n, device=dev, generator=g).to(torch.bfloat16)
         ref = x.float().clone()
         dist.all_reduce(ref)
         got = one(x)
         assert torch.allclose(got.float(), ref, atol=2e-2, rtol=1e-2), (n, (got.float() - ref).abs().max())
-    assert not one.fits(torch.empty(262145, dtype=torch.bfloat16, device=dev))
+    assert not one.fits(torch.empty((1 << 20) + 1, dtype=torch.bfloat16, device=dev))
     dist.destroy_process_group()
     if rank == 0:
         print("one-shot ok")

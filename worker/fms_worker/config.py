@@ -48,8 +48,10 @@ class ParallelConfig(_Section):
     pipeline: int = Field(default=1, ge=1, le=16)
     interconnect: Literal["nvlink-required", "nvlink-preferred", "any"] = "any"
     all_reduce: Literal["auto", "nccl"] = Field(
-        default="auto", description="auto: small tensor-parallel all-reduces on GPU go through a one-shot kernel over "
-                                    "symmetric memory (NVLink P2P), the rest through NCCL; nccl: NCCL for all.")
+        default="auto", description="auto: tensor-parallel all-reduces on GPU up to the largest decode batch go "
+                                    "through a one-shot kernel over symmetric memory (NVLink P2P), so decode CUDA "
+                                    "graphs capture no NCCL operation; larger ones use NCCL. nccl: NCCL for all "
+                                    "(decode graphs then capture NCCL all-reduces).")
 
     @property
     def world_size(self) -> int:

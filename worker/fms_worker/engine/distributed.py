@@ -132,7 +132,10 @@ def _stage_neighbours(info: RankInfo) -> tuple[int | None, int | None]:
 
 def _local_runner(config: WorkerConfig, hf_config, groups: Groups) -> ModelRunner:
     if config.parallel.all_reduce == "auto":
-        launch.enable_one_shot_all_reduce(groups, _dtype(config))
+        # The largest decode graph's all-reduce ([max_num_seqs, hidden]) must fit: graphs then hold no NCCL.
+        hidden = resolve_model_class(hf_config).args_type.from_hf(hf_config).hidden_size
+        launch.enable_one_shot_all_reduce(groups, _dtype(config),
+                                          config.batching.max_num_seqs * hidden * _dtype(config).itemsize)
     model = build_parallel_model(config.model.path, hf_config, groups.device, _dtype(config),
                                  _stage_neighbours(groups.info),
                                  get_linear_method(config.precision, groups.device, hf_config))

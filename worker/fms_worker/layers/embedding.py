@@ -62,10 +62,15 @@ class ParallelLMHead(nn.Module):
         param.data[: rows.shape[0]].copy_(rows)
         param.data[rows.shape[0]:].zero_()  # padding rows: their logits are cut off, but keep them finite
 
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    def local_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """This rank's vocabulary slice of the logits, [N, V / tp] (no communication)."""
         if self.quant_method is not None:
-            local = self.quant_method.apply(self, hidden, None)
-        else:
-            local = F.linear(hidden, self.weight)
-        logits = tp_all_gather(local)  # [N, V(+padding)]
-        return logits[..., : self.vocab_size]
+            return self.quant_method.apply(self, hidden, None)
+        return F.linear(hidden, self.weight)
+
+    def gather(self, local: torch.Tensor) -> torch.Tensor:
+        """Every rank's slices side by side, padding cut: [N, V]."""
+        return tp_all_gather(local)[..., : self.vocab_size]
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.gather(self.local_logits(hidden))

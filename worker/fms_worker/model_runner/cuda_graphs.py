@@ -4,6 +4,13 @@ A decode step of B sequences is replayed from the graph of the smallest
 bucket >= B. Rows past B are padding: they read and write only the scratch
 block (which the block pool never hands out), so they cannot disturb real
 sequences, and their logits are dropped.
+
+Under tensor parallelism no NCCL operation is captured: the all-reduces inside
+go through symmetric memory (parallel/one_shot.py, its buffer sized for the
+largest bucket), and the vocabulary all-gather of the logits runs eagerly after
+the replay. NCCL documents that mixing graph-captured and eager operations on
+one communicator relies on a mechanism that has deadlocked CUDA, and TP>1
+offline runs here stalled exactly under that mix (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -52,8 +59,9 @@ class DecodeGraphs:
         )
 
     def _forward(self, b: int) -> torch.Tensor:
+        """This rank's logits slice: the vocabulary gather runs after the replay, outside the graph."""
         hidden = self.model(self.input_ids[:b], self.positions[:b], self._meta(b))
-        return self.model.compute_logits(hidden)
+        return self.model.local_logits(hidden)
 
     @torch.inference_mode()
     def capture(self) -> float:
@@ -96,4 +104,4 @@ class DecodeGraphs:
         self.seq_lens[:n].copy_(meta.seq_lens)
         self.seq_lens[n:b].fill_(1)
         self.graphs[b].replay()
-        return self.logits[b][:n]
+        return self.model.gather_logits(self.logits[b][:n])

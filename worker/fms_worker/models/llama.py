@@ -157,5 +157,11 @@ class LlamaForCausalLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head.compute_logits(hidden)  # [N, hidden] -> [N, V]
 
+    def local_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head.local_logits(hidden)  # [N, hidden] -> [N, V / tp]
+
+    def gather_logits(self, local: torch.Tensor) -> torch.Tensor:
+        return self.lm_head.gather(local)  # [N, V / tp] -> [N, V]
+
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn.attn for layer in self.model.layers]

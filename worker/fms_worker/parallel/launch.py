@@ -155,18 +155,20 @@ def init_groups(info: RankInfo, port: int, device: torch.device, addr: str = "12
     return Groups(info, device, commands, tp_group)
 
 
-def enable_one_shot_all_reduce(groups: Groups, dtype: torch.dtype) -> bool:
-    """Small all-reduces of the tensor-parallel group in `dtype` go one-shot over symmetric memory (GPU, one stage).
+def enable_one_shot_all_reduce(groups: Groups, dtype: torch.dtype, max_bytes: int = MAX_BYTES) -> bool:
+    """All-reduces of the tensor-parallel group in `dtype` up to `max_bytes` go one-shot over symmetric
+    memory (GPU, one stage). Sized for the largest decode graph, it keeps NCCL out of captured graphs.
 
     A collective: every rank of the group calls it at the same point. Returns whether it is on.
     """
     state = get_parallel_state()
     if groups.device.type != "cuda" or state.tp_size == 1 or state.pp_size > 1:
         return False
-    one_shot = OneShotAllReduce.create(state.group, groups.device, dtype)
+    one_shot = OneShotAllReduce.create(state.group, groups.device, dtype, max(max_bytes, MAX_BYTES))
     set_parallel_state(replace(state, one_shot=one_shot))
     if one_shot is not None:
-        log.info("tensor-parallel all-reduces up to %d KiB: one-shot over symmetric memory", MAX_BYTES // 1024)
+        log.info("tensor-parallel all-reduces up to %d KiB: one-shot over symmetric memory",
+                 one_shot.buffer.numel() * dtype.itemsize // 1024)
     return one_shot is not None
 
 

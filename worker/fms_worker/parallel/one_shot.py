@@ -9,7 +9,9 @@ rank's buffer, waits on a barrier, and reads and sums all ranks' buffers
 directly. No NVLink multicast is involved (the lent machines forbid it).
 
 Messages larger than the buffer, other dtypes and CPU tensors keep NCCL/gloo.
-Capturable in CUDA graphs (the barrier lives in the buffer's signal pad).
+Capturable in CUDA graphs (the barrier lives in the buffer's signal pad). The
+worker sizes the buffer for its largest decode graph, so no NCCL operation is
+ever captured (see model_runner/cuda_graphs.py for why that matters).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-MAX_BYTES = 512 * 1024  # above this NCCL's ring/tree wins on bandwidth
+MAX_BYTES = 512 * 1024  # the smallest buffer; the worker grows it to its largest decode graph's message
 
 
 class OneShotAllReduce:

@@ -52,10 +52,16 @@ class PipelineStage(nn.Module):
         return x
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.gather_logits(self.local_logits(hidden))
+
+    def local_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.next_rank is not None:
             # Earlier stages hold no final hidden state; their sampled tokens are discarded.
             return torch.zeros(hidden.shape[0], self.args.vocab_size, dtype=hidden.dtype, device=hidden.device)
-        return self.inner.compute_logits(hidden)
+        return self.inner.local_logits(hidden)
+
+    def gather_logits(self, local: torch.Tensor) -> torch.Tensor:
+        return local if self.next_rank is not None else self.inner.gather_logits(local)
 
     def attention_layers(self):
         return self.inner.attention_layers()

@@ -88,3 +88,14 @@ def test_tied_lm_head_stays_the_embedding():
     model = LlamaForCausalLM(args, torch.float32, quant_method=Int8LinearMethod())
     assert model.lm_head.weight is model.model.embed_tokens.weight
     assert model.lm_head.quant_method is None
+
+
+def test_logits_split_into_local_slice_and_gather():
+    """What a decode CUDA graph captures (the local slice) and what runs after it (the gather) compose to
+    compute_logits, quantized head or not."""
+    ckpt = _checkpoint(ARGS)
+    hidden = torch.randn(3, ARGS.hidden_size)
+    for method in (None, Int8LinearMethod()):
+        model = LlamaForCausalLM(ARGS, torch.float32, quant_method=method)
+        load_weights(model, iter(ckpt.items()))
+        assert torch.equal(model.gather_logits(model.local_logits(hidden)), model.compute_logits(hidden))

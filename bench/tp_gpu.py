@@ -33,6 +33,7 @@ os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # NVLink multicast stays off on 
 
 
 MEMORY = {"gpu_memory_utilization": 0.85}  # --gpu-memory-utilization
+DTYPE = ["bfloat16"]  # --dtype
 PARTIAL: list[dict] = []  # measurements as they complete (the greedy set before the offline one)
 SAVE: dict = {"out": None, "results": []}  # where partial results go, so a killed run leaves them behind
 
@@ -48,7 +49,7 @@ def make_engine(model_dir: Path, tp: int, max_tokens_budget: int, all_reduce: st
     from fms_worker.engine.llm_engine import LLMEngine
 
     return LLMEngine(WorkerConfig.model_validate({
-        "model": {"path": str(model_dir), "max_model_len": 4096}, "precision": {"dtype": "bfloat16"},
+        "model": {"path": str(model_dir), "max_model_len": 4096}, "precision": {"dtype": DTYPE[0]},
         "runtime": {"device": "cuda"}, "parallel": {"tensor": tp, "all_reduce": all_reduce},
         "batching": {"max_num_seqs": 256, "max_num_batched_tokens": max_tokens_budget},
         "caching": dict(MEMORY),
@@ -174,10 +175,13 @@ def main() -> None:
     ap.add_argument("--all-reduce", nargs="+", default=["auto"], choices=["auto", "nccl"],
                     help="parallel.all_reduce values to measure for each TP > 1")
     ap.add_argument("--skip-offline", action="store_true")
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                    help="float32: greedy equality without bf16 rounding (8B needs 32 GB a copy)")
     ap.add_argument("--dump-after", type=float, help="print every rank's stacks once the offline set has run this long")
     ap.add_argument("--reference", type=Path, help="a JSON written by this bench whose TP=1 greedy tokens to compare with")
     args = ap.parse_args()
     MEMORY["gpu_memory_utilization"] = args.gpu_memory_utilization
+    DTYPE[0] = args.dtype
     model_dir = args.model_dir
     if args.random:
         import random_model

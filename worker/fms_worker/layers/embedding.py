@@ -52,7 +52,10 @@ class ParallelLMHead(nn.Module):
         if tied_to is not None:
             self.weight = tied_to.weight
         elif self.quant_method is not None:
-            self.quant_method.create_weights(self, dim, [self.shard], params_dtype, self.weight_loader)
+            # Quantized kernels want the row count a multiple of 16 (tinygemm: 8 on CUDA, 16 on CPU, else a
+            # per-call dequantization); the extra rows are zero and their logits are cut before the gather.
+            rows = -(-self.shard // 16) * 16
+            self.quant_method.create_weights(self, dim, [rows], params_dtype, self.weight_loader)
         else:
             self.weight = nn.Parameter(torch.zeros(self.shard, dim, dtype=params_dtype), requires_grad=False)
             self.weight.weight_loader = self.weight_loader
@@ -65,7 +68,7 @@ class ParallelLMHead(nn.Module):
     def local_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """This rank's vocabulary slice of the logits, [N, V / tp] (no communication)."""
         if self.quant_method is not None:
-            return self.quant_method.apply(self, hidden, None)
+            return self.quant_method.apply(self, hidden, None)[..., : self.shard]
         return F.linear(hidden, self.weight)
 
     def gather(self, local: torch.Tensor) -> torch.Tensor:

@@ -85,7 +85,7 @@ class Int4LinearMethod(StagedLinearMethod):
     @staticmethod
     def _kernel(weight: torch.Tensor, n: int, k: int) -> str:
         if weight.device.type == "cpu":
-            return "cpu"
+            return "cpu" if n % 16 == 0 else "dequant"  # the CPU packer needs N divisible by 16
         if weight.device.type == "cuda" and weight.dtype == torch.bfloat16 and n % 8 == 0 and _inner_k_tiles(k):
             return "cuda"
         return "dequant"

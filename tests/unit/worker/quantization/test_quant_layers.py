@@ -131,3 +131,11 @@ def test_config_refuses_sparsity_with_quantization():
         PrecisionConfig(quantization="int8", sparsity="2:4")
     with pytest.raises(ValueError):
         PrecisionConfig(int4_group_size=100)
+
+
+def test_int4_rows_the_cpu_packer_cannot_take_fall_back_to_dequant():
+    """The CPU tinygemm packer needs N divisible by 16; other layers still serve, through the fallback."""
+    w, x = _rand(24, 128), _rand(2, 128).to(torch.bfloat16)
+    layer = _row_layer(Int4LinearMethod(32), w)
+    assert layer.int4_kernel == "dequant"
+    assert _rel_err(layer(x), x.float() @ w.t()) < 0.15

@@ -99,3 +99,21 @@ def test_logits_split_into_local_slice_and_gather():
         model = LlamaForCausalLM(ARGS, torch.float32, quant_method=method)
         load_weights(model, iter(ckpt.items()))
         assert torch.equal(model.gather_logits(model.local_logits(hidden)), model.compute_logits(hidden))
+
+
+def test_quantized_head_pads_its_rows_to_a_multiple_of_16():
+    """A vocabulary that is not a multiple of 8 (here 131) still gets the kernel's row alignment; the
+    padding's logits never reach the caller."""
+    from fms_worker.quantization.int4 import Int4LinearMethod
+
+    args = LlamaArgs(**{**ARGS.__dict__, "vocab_size": 131})
+    ckpt = _checkpoint(args)
+    dense = LlamaForCausalLM(args, torch.float32)
+    load_weights(dense, iter(ckpt.items()))
+    model = LlamaForCausalLM(args, torch.float32, quant_method=Int4LinearMethod(32))
+    load_weights(model, iter(ckpt.items()))
+    hidden = torch.randn(4, args.hidden_size)
+    logits = model.compute_logits(hidden)
+    assert logits.shape == (4, 131)
+    ref = dense.compute_logits(hidden)
+    assert ((logits - ref).norm() / ref.norm()).item() < 0.15

@@ -77,7 +77,8 @@ def run(engine, reqs: list[workload.Request]) -> tuple[float, int, list[list[int
 
 def run_watched(engine, reqs: list[workload.Request], dump_after: float | None) -> tuple[float, int]:
     """The offline set through engine.step, printing progress every 10 s; after `dump_after` seconds
-    every rank's Python stacks go to stderr (rank 0 via faulthandler, followers on SIGUSR1)."""
+    every rank's Python stacks go to stderr (rank 0 via faulthandler's watchdog, followers on SIGUSR1)
+    and bench/proc_snapshot.py records every rank from outside."""
     import faulthandler
     import signal
     import threading
@@ -100,8 +101,7 @@ def run_watched(engine, reqs: list[workload.Request], dump_after: float | None) 
             print(f"  offline: {el:.0f} s, {state['steps']} steps, {state['tokens']} tokens, "
                   f"{state['finished']}/{len(reqs)} finished", flush=True)
             if dump_after is not None and el > dump_after and dumped < 2:
-                dumped += 1
-                faulthandler.dump_traceback(all_threads=True)
+                dumped += 1  # rank 0's own stacks come from dump_traceback_later below
                 for p in getattr(engine.runner, "followers", []):
                     os.kill(p.pid, signal.SIGUSR1)
 

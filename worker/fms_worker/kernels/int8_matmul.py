@@ -272,7 +272,7 @@ if triton is not None:
         # BLOCK_M is a launch keyword (not a positional argument), so it arrives in **kw.
         prune_configs_by={"early_config_prune": lambda configs, named_args, **kw: [
             c for c in configs if _fits(kw["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps)]},
-        do_bench=lambda fn, quantiles: triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles),
+        do_bench=_bench,
         cache_results=True,
     )(_int8_gemv_kernel)
 

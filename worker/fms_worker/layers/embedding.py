@@ -9,20 +9,27 @@ from torch import nn
 from fms_worker.parallel import get_parallel_state, tp_all_gather, tp_all_reduce
 
 
-class VocabParallelEmbedding(nn.Module):
-    def __init__(self, vocab_size: int, dim: int, params_dtype: torch.dtype = torch.float32):
+class _VocabSlice(nn.Module):
+    """This rank's rows [start, start + shard) of a [vocab, dim] matrix, and the loader that fills them."""
+
+    def __init__(self, vocab_size: int):
         super().__init__()
         state = get_parallel_state()
-        self.tp_size = state.tp_size
-        self.vocab_size = vocab_size
+        self.tp_size, self.vocab_size = state.tp_size, vocab_size
         self.shard = -(-vocab_size // state.tp_size)  # last rank may hold padding rows
         self.start = state.tp_rank * self.shard
-        self.weight = nn.Parameter(torch.zeros(self.shard, dim, dtype=params_dtype), requires_grad=False)
-        self.weight.weight_loader = self.weight_loader
 
     def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id=None) -> None:
         rows = loaded[self.start : self.start + self.shard]
         param.data[: rows.shape[0]].copy_(rows)
+        param.data[rows.shape[0]:].zero_()  # padding rows: their outputs are cut off, but keep them finite
+
+
+class VocabParallelEmbedding(_VocabSlice):
+    def __init__(self, vocab_size: int, dim: int, params_dtype: torch.dtype = torch.float32):
+        super().__init__(vocab_size)
+        self.weight = nn.Parameter(torch.zeros(self.shard, dim, dtype=params_dtype), requires_grad=False)
+        self.weight.weight_loader = self.weight_loader
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.tp_size == 1:
@@ -33,7 +40,7 @@ class VocabParallelEmbedding(nn.Module):
         return tp_all_reduce(out.masked_fill(outside.unsqueeze(-1), 0))
 
 
-class ParallelLMHead(nn.Module):
+class ParallelLMHead(_VocabSlice):
     """Logits for this rank's vocabulary slice, gathered across ranks.
 
     Tied to the embedding, it shares that weight. Untied, it may hold a weight-only quantized copy
@@ -43,11 +50,7 @@ class ParallelLMHead(nn.Module):
 
     def __init__(self, vocab_size: int, dim: int, params_dtype: torch.dtype = torch.float32,
                  tied_to: VocabParallelEmbedding | None = None, quant_method=None):
-        super().__init__()
-        state = get_parallel_state()
-        self.tp_size, self.vocab_size = state.tp_size, vocab_size
-        self.shard = -(-vocab_size // state.tp_size)  # last rank may hold padding rows
-        self.start = state.tp_rank * self.shard
+        super().__init__(vocab_size)
         self.quant_method = quant_method if tied_to is None else None
         if tied_to is not None:
             self.weight = tied_to.weight
@@ -59,11 +62,6 @@ class ParallelLMHead(nn.Module):
         else:
             self.weight = nn.Parameter(torch.zeros(self.shard, dim, dtype=params_dtype), requires_grad=False)
             self.weight.weight_loader = self.weight_loader
-
-    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id=None) -> None:
-        rows = loaded[self.start : self.start + self.shard]
-        param.data[: rows.shape[0]].copy_(rows)
-        param.data[rows.shape[0]:].zero_()  # padding rows: their logits are cut off, but keep them finite
 
     def local_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """This rank's vocabulary slice of the logits, [N, V / tp] (no communication)."""

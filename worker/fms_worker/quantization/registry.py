@@ -27,8 +27,8 @@ def get_linear_method(precision: PrecisionConfig, device: torch.device | None = 
     if precision.quantization == "int4":
         if device is not None and device.type == "cuda" and precision.dtype != "bfloat16":
             raise ValueError("int4 on CUDA runs tinygemm kernels that need bfloat16 activations; set precision.dtype bfloat16")
-        packed = hf_config is not None and packed_format(hf_config) is not None
-        return Int4LinearMethod(_int4_group_size(precision, hf_config), quantize_lm_head=not packed)
+        fmt = packed_format(hf_config) if hf_config is not None else None
+        return Int4LinearMethod(_int4_group_size(precision, fmt), quantize_lm_head=fmt is None)
     if precision.quantization == "fp8":
         if device is not None:
             require_fp8(device)
@@ -38,8 +38,8 @@ def get_linear_method(precision: PrecisionConfig, device: torch.device | None = 
     raise ValueError(f"precision.quantization {precision.quantization!r} is not one of none, int8, int4, fp8")
 
 
-def _int4_group_size(precision: PrecisionConfig, hf_config) -> int:
-    fmt = packed_format(hf_config) if hf_config is not None else None
+def _int4_group_size(precision: PrecisionConfig, fmt) -> int:
+    """A GPTQ/AWQ checkpoint's (`fmt`) group size unless int4_group_size was set."""
     if fmt is not None and fmt.group_size in (32, 64, 128) and "int4_group_size" not in precision.model_fields_set:
         return fmt.group_size
     return precision.int4_group_size

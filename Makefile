@@ -32,7 +32,8 @@ venv: $(PY)
 deps: venv
 	@$(STAGE) deps bash -c 'if [ -f $(DEPS_STAMP) ] && [ -z "$$(find $(DEPS_INPUTS) -newer $(DEPS_STAMP))" ]; then \
 	  echo "python packages up to date"; else \
-	  $(PY) -m pip install -q -c constraints.txt -e operator -e worker -r requirements-test.txt && touch $(DEPS_STAMP); fi'
+	  { [ -f $(DEPS_STAMP) ] || bash hack/check-disk.sh $(VENV) 10; } && \
+	  $(PY) -m pip install -q --no-cache-dir -c constraints.txt -e operator -e worker -r requirements-test.txt && touch $(DEPS_STAMP); fi'
 
 binaries:
 	@$(STAGE) binaries bash hack/build-binaries.sh

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -30,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
+
+CONNECTIONS_PER_POOL = 8  # streams per httpx client (see `run`)
 
 
 @dataclass
@@ -103,11 +106,18 @@ async def run(url: str, prompts: list[list[int]], max_tokens: int, rate: float, 
         async with gate:
             return await one_request(client, prompt, max_tokens, model)
 
-    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600), limits=limits) as client:
+    # httpcore's pool looks at every connection it holds for every request it places (with a socket
+    # call each), so one pool of a few hundred streams kept this client at 100% of a core while the
+    # server idled; small pools keep the client cheaper than the server it measures.
+    in_flight = min(concurrency or len(prompts), len(prompts))
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600),
+                                                                     limits=limits))
+                   for _ in range(max(1, -(-in_flight // CONNECTIONS_PER_POOL)))]
         tasks = []
         started = time.perf_counter()
-        for prompt in prompts:
-            tasks.append(asyncio.create_task(gated(client, prompt)))
+        for i, prompt in enumerate(prompts):
+            tasks.append(asyncio.create_task(gated(clients[i % len(clients)], prompt)))
             if rate != float("inf"):
                 await asyncio.sleep(rng.expovariate(rate))  # Poisson process: exponential gaps
         results = await asyncio.gather(*tasks)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import faulthandler
+import gc
 import json
 import logging
 import os
@@ -211,6 +212,8 @@ def make_runner(config: WorkerConfig, hf_config, device: torch.device, dtype: to
 
 def serve_commands(runner: ModelRunner, groups: Groups) -> None:
     """A follower's life: replay rank 0's calls until it says stop."""
+    gc.collect()
+    gc.freeze()  # the loaded model's objects stay: a follower's collector pause would stall every rank's step
     while True:
         method, args = launch.broadcast_object(None, groups)
         if method == STOP:

@@ -105,6 +105,7 @@ async def _serve(app: FastAPI, config: WorkerConfig, on_fatal: Callable[[str], N
         server.exit_now()
 
     state.on_fatal = fatal
+    state.freeze_after_load = True
     await asyncio.gather(server.serve(), *(s.serve() for s in others))
     return 1 if failed else 0
 

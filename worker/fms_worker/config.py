@@ -85,6 +85,11 @@ class ServerConfig(_Section):
     port: int = Field(default=8000, ge=1, le=65535)
     metrics_port: int | None = Field(default=None, ge=1, le=65535, description="Separate /metrics port; None serves it on `port`.")
     drain_seconds: int = Field(default=30, ge=0)
+    keep_alive_s: int = Field(
+        default=75, ge=1,
+        description="How long an idle client connection stays open. Keep it above the idle timeout of any proxy "
+                    "or load balancer in front (often 60 s): one that reuses a connection the worker has just "
+                    "closed fails that request (a 502, or a read error in the client).")
     max_body_bytes: int = Field(default=4 << 20, ge=1024)
     api_key: str | None = None
 

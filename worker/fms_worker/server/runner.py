@@ -70,10 +70,10 @@ class _DrainingServer(uvicorn.Server):
             server.should_exit = True
 
 
-def _uvicorn_config(app: FastAPI, host: str, port: int, *, sockets_timeout: float,
+def _uvicorn_config(app: FastAPI, host: str, port: int, *, sockets_timeout: float, keep_alive_s: int,
                     log_level: str = "info") -> uvicorn.Config:
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
-                          timeout_graceful_shutdown=int(sockets_timeout) + 1, timeout_keep_alive=5)
+                          timeout_graceful_shutdown=int(sockets_timeout) + 1, timeout_keep_alive=keep_alive_s)
 
 
 def serve(config: WorkerConfig, *, on_fatal: Callable[[str], None] | None = None,
@@ -90,11 +90,13 @@ async def _serve(app: FastAPI, config: WorkerConfig, on_fatal: Callable[[str], N
     if config.server.metrics_port is not None and config.server.metrics_port != config.server.port:
         metrics_server = uvicorn.Server(_uvicorn_config(create_metrics_app(app), config.server.host,
                                                         config.server.metrics_port, sockets_timeout=1,
+                                                        keep_alive_s=config.server.keep_alive_s,
                                                         log_level=log_level))
         metrics_server.capture_signals = contextlib.nullcontext  # the main server owns the signals
         others.append(metrics_server)
     server = _DrainingServer(_uvicorn_config(app, config.server.host, config.server.port,
-                                             sockets_timeout=config.server.drain_seconds, log_level=log_level),
+                                             sockets_timeout=config.server.drain_seconds,
+                                             keep_alive_s=config.server.keep_alive_s, log_level=log_level),
                              state, others)
     failed: list[str] = []
 

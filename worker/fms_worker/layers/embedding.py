@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fms_worker.parallel import get_parallel_state, tp_all_gather, tp_all_reduce
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _mm_float32_out(device: torch.device) -> bool:
+    """Whether this CUDA build's matmul writes float32 from bf16 inputs (torch.mm's out_dtype)."""
+    try:
+        torch.mm(torch.ones(2, 2, dtype=torch.bfloat16, device=device),
+                 torch.ones(2, 2, dtype=torch.bfloat16, device=device), out_dtype=torch.float32)
+    except (TypeError, RuntimeError, NotImplementedError) as exc:
+        log.warning("LM head logits are rounded to the model dtype: torch.mm has no float32 output here (%s)", exc)
+        return False
+    return True
 
 
 class _VocabSlice(nn.Module):
@@ -46,6 +63,11 @@ class ParallelLMHead(_VocabSlice):
     Tied to the embedding, it shares that weight. Untied, it may hold a weight-only quantized copy
     (`quant_method`, see LinearMethod.for_lm_head): at batch 1 an 8B model's head is 1 GB of the
     16 GB read per token, and it would stay bf16 while the layers shrink.
+
+    Logits come out in float32, not rounded to the model dtype: bf16 logits near 20 lie on a grid of
+    0.125, so close candidates become exact ties that greedy decoding breaks by token id, and any
+    change of summation order (batch size, tensor parallelism) then flips the choice. The matmul
+    accumulates in float32 anyway; only its last rounding is skipped.
     """
 
     def __init__(self, vocab_size: int, dim: int, params_dtype: torch.dtype = torch.float32,
@@ -64,10 +86,21 @@ class ParallelLMHead(_VocabSlice):
             self.weight.weight_loader = self.weight_loader
 
     def local_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """This rank's vocabulary slice of the logits, [N, V / tp] (no communication)."""
+        """This rank's vocabulary slice of the logits in float32, [N, V / tp] (no communication)."""
         if self.quant_method is not None:
-            return self.quant_method.apply(self, hidden, None)[..., : self.shard]
-        return F.linear(hidden, self.weight)
+            return self.quant_method.apply(self, hidden, None)[..., : self.shard].float()
+        if hidden.dtype == torch.float32:
+            return F.linear(hidden, self.weight)
+        if hidden.is_cuda and _mm_float32_out(hidden.device):
+            flat = hidden.reshape(-1, hidden.shape[-1])
+            return torch.mm(flat, self.weight.t(), out_dtype=torch.float32).reshape(*hidden.shape[:-1], -1)
+        if hidden.is_cuda:
+            return F.linear(hidden, self.weight).float()
+        # CPU matmuls have no float32 output for bf16 inputs; converting the head every step would
+        # cost more than the step, so a float32 copy is kept (made on first use, after loading).
+        if getattr(self, "_weight_f32", None) is None:
+            self._weight_f32 = self.weight.float()
+        return F.linear(hidden.float(), self._weight_f32)
 
     def gather(self, local: torch.Tensor) -> torch.Tensor:
         """Every rank's slices side by side, padding cut: [N, V]."""

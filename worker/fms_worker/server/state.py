@@ -103,6 +103,12 @@ class ServingState:
             self._watchdog.cancel()
         if self.async_engine is not None:
             await self.async_engine.stop()
+        # Tensor/pipeline-parallel ranks are told to stop here, while the event loop's executor thread
+        # that spawned them still runs: their parent-death signal follows that thread, which ends with
+        # the loop, and a rank killed that way before the stop message left rank 0 aborting at exit.
+        close = getattr(getattr(self.engine, "runner", None), "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
 
     async def drain(self) -> int:
         """Stop admitting (and /ready says 503), let in-flight requests finish within drain_seconds."""

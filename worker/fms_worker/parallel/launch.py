@@ -106,7 +106,11 @@ def stop_followers(procs: list[subprocess.Popen], timeout: float = 10.0) -> None
 
 
 def die_with_parent() -> None:
-    """Linux: a follower gets SIGTERM when rank 0 dies, however it dies (no orphans holding GPUs)."""
+    """Linux: a follower gets SIGTERM when rank 0 dies, however it dies (no orphans holding GPUs).
+
+    The kernel sends it when the *thread* that spawned the follower ends, not only the process: rank 0
+    must stop its followers before that thread goes (the server builds its engine in an executor thread
+    and stops the followers in its shutdown, server/state.py)."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

@@ -63,7 +63,7 @@ class ServingState:
         if self.freeze_after_load:
             # What start-up made (modules, the model's Python objects, the tokenizer) lives as long as the
             # process; frozen, the collector's passes stop walking it while serving (host-side serving
-            # bench: the HTTP path's cost 16% -> 10% for a burst of 256 streams, docs/benchmarks.md).
+            # bench: the HTTP path's cost 17% -> 10% for a burst of 256 streams, docs/benchmarks.md).
             gc.collect()
             gc.freeze()
         self.limits = ModelLimits(self.config.served_name, int(engine.max_model_len), len(engine.tokenizer),

@@ -38,10 +38,11 @@ def make_prompts():
 
 @pytest.fixture(scope="session")
 def run_greedy():
-    """Greedy tokens of the engine for `prompts`, and whether it took the CUDA-graph path."""
+    """Greedy tokens (or with `outputs`, completions) of the engine for `prompts`, and whether it took the
+    CUDA-graph path. `graphs_off`: the compiled kernels of the graph path, with its captured graphs dropped."""
 
     def greedy(model_dir: Path, prompts, *, eager: bool, precision: dict, device: str = "cuda", max_tokens: int = 24,
-               async_scheduling: str = "auto", params=None):
+               async_scheduling: str = "auto", params=None, outputs: bool = False, graphs_off: bool = False):
         import torch
 
         from fms_worker.config import WorkerConfig
@@ -56,10 +57,14 @@ def run_greedy():
             "runtime": {"device": device, "enforce_eager": eager, "async_scheduling": async_scheduling},
         })
         engine = LLMEngine(cfg)
+        if graphs_off:
+            engine.runner.graphs = None
         outs = engine.generate(prompts, params or SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True))
         used_graphs = engine.runner.graphs is not None
         del engine
         torch.cuda.empty_cache()
+        if outputs:  # the completions themselves (logprobs included)
+            return [o.outputs[0] for o in outs], used_graphs
         return [o.outputs[0].token_ids for o in outs], used_graphs
 
     return greedy

@@ -16,10 +16,16 @@ from safetensors.torch import load_file, save_file
 pytestmark = pytest.mark.gpu
 
 
-STRICT = 8  # leading greedy tokens compared
-# Measured on H200 (bf16, unquantized): 97% of the first 8 tokens agree between the paths; trajectories
-# that flip once differ from there on, so later tokens say little.
-MIN_HEAD_AGREEMENT = 0.85
+STRICT = 8  # leading greedy tokens compared (reported)
+TOP = 5  # logprobs asked for per token
+# Where two paths part, the other path's token must have been a near tie under the reference path: within
+# TIE_NATS of the reference's choice. This tiny random model's logits reach 32-128, so bf16 rounding noise
+# moves them by tenths of a nat: measured on H200 (24 tokens x 8 prompts per scheme), CUDA graphs vs the same
+# compiled kernels launched one by one (only the attention's split over the padded block table differs) parted
+# at gaps up to 0.41 (fp8 KV), the compiled norms/rotary vs eager PyTorch up to 0.75 (int8), and the int4
+# head's bf16 logits (tinygemm) make steps of 0.25-0.5. A wrong path (stale graph inputs, a mis-captured or
+# mis-tuned kernel) picks tokens the reference ranks nats lower, or outside its top 5 (infinitely far).
+TIE_NATS = 1.0
 SCHEMES = {
     "bf16": {},
     "int8": {"quantization": "int8"},
@@ -55,30 +61,57 @@ def _agreement(a, b) -> tuple[float, float]:
     return total, head
 
 
+def divergences(other, reference) -> list[tuple[int, float]]:
+    """Per sequence where two paths' completions part: (position, how many nats the reference path ranked the
+    other's token below its own there; inf when outside its top logprobs). Up to there both saw the same tokens."""
+    out = []
+    for g, e in zip(other, reference):
+        pos = next((i for i, (x, y) in enumerate(zip(g.token_ids, e.token_ids)) if x != y), None)
+        if pos is not None:
+            lp = e.logprobs[pos]
+            out.append((pos, lp[e.token_ids[pos]] - lp.get(g.token_ids[pos], float("-inf"))))
+    return out
+
+
 _XFAIL = {
-    "fp8": "per-token fp8 activations amplify the compiled-vs-eager rounding differences: 45% of the first "
-           "8 tokens agree on H200 (random weights; eager fp8 vs bf16 agrees on 41%)",
+    "fp8": "per-token fp8 activations amplify rounding differences between the paths: on H200 the compiled "
+           "kernels vs eager parted at gaps up to 3.3 nats (45% of the first 8 tokens agree; eager fp8 vs bf16 "
+           "agrees on 41%)",
 }
 
 
 @pytest.mark.parametrize("scheme", [pytest.param(s, marks=pytest.mark.xfail(reason=_XFAIL[s])) if s in _XFAIL else s
                                     for s in SCHEMES])
 def test_graph_path_matches_eager(tiny_dir, tiny24_dir, scheme, make_prompts, run_greedy):
+    from fms_worker.engine.types import SamplingParams
     from fms_worker.quantization.fp8 import fp8_unsupported_reason
 
     if "fp8" in scheme and fp8_unsupported_reason(torch.device("cuda")):
         pytest.skip(fp8_unsupported_reason(torch.device("cuda")))
     model_dir = tiny24_dir if scheme == "sparse24" else tiny_dir
     prompts = make_prompts()
-    graph, used = run_greedy(model_dir, prompts, eager=False, precision={"dtype": "bfloat16", **SCHEMES[scheme]})
+    precision = {"dtype": "bfloat16", **SCHEMES[scheme]}
+    params = SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True, logprobs=TOP)
+    graph, used = run_greedy(model_dir, prompts, eager=False, precision=precision, params=params, outputs=True)
     assert used, "the CUDA-graph path was not taken"
-    eager, _ = run_greedy(model_dir, prompts, eager=True, precision={"dtype": "bfloat16", **SCHEMES[scheme]})
+    compiled, _ = run_greedy(model_dir, prompts, eager=False, precision=precision, params=params, outputs=True,
+                             graphs_off=True)
+    eager, _ = run_greedy(model_dir, prompts, eager=True, precision=precision, params=params, outputs=True)
     # The same scheme without quantization/sparsity, eager: how far the scheme itself moves tokens.
     base, _ = run_greedy(model_dir, prompts, eager=True, precision={"dtype": "bfloat16"})
-    g_e, g_e_head = _agreement(graph, eager)
-    e_b, e_b_head = _agreement(eager, base)
+    ids = {name: [c.token_ids for c in outs] for name, outs in (("graph", graph), ("compiled", compiled),
+                                                                  ("eager", eager))}
+    g_e, g_e_head = _agreement(ids["graph"], ids["eager"])
+    e_b, e_b_head = _agreement(ids["eager"], base)
+    by_graphs, by_kernels = divergences(graph, compiled), divergences(compiled, eager)
+
+    def show(parts):
+        return f"{len(parts)}/{len(prompts)} part" + "".join(f", ({p}, {gap:.3f})" for p, gap in parts)
+
     print(f"\n{scheme}: graph vs eager {g_e:.0%} (first {STRICT}: {g_e_head:.0%}); "
-          f"eager vs unquantized {e_b:.0%} (first {STRICT}: {e_b_head:.0%})")
-    # bf16 on random weights: the graph path's compiled norms/rotary round differently from eager, and
-    # near-ties then flip, so exact equality is not expected even without quantization.
-    assert g_e_head >= MIN_HEAD_AGREEMENT
+          f"eager vs unquantized {e_b:.0%} (first {STRICT}: {e_b_head:.0%}); at (position, gap in nats): "
+          f"graphs vs compiled kernels alone {show(by_graphs)}; compiled vs eager kernels {show(by_kernels)}")
+    # bf16 on random weights: near-ties flip between paths, so exact equality is not expected even without
+    # quantization; every parting must start at a near tie.
+    assert all(gap <= TIE_NATS for _, gap in by_graphs), by_graphs
+    assert all(gap <= TIE_NATS for _, gap in by_kernels), by_kernels

@@ -79,6 +79,9 @@ class ParallelRunner:
     def allocate_kv_cache(self, num_blocks: int) -> None:
         self._call("allocate_kv_cache", num_blocks)
 
+    def warm_up_kernels(self, max_rows: int, max_logit_rows: int) -> None:
+        self._call("warm_up_kernels", max_rows, max_logit_rows)
+
     def _step(self, method: str, sched):
         # Followers get a compact copy (this step's input ids per row); rank 0 runs the step it scheduled.
         launch.broadcast_object((method, (sched.for_followers(),)), self.groups)

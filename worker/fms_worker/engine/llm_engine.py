@@ -55,6 +55,8 @@ class LLMEngine:
         self.eos_token_ids = _eos_ids(path, self.tokenizer, hf_config)
         block_size = config.caching.block_size
         self.runner, self.topology = make_runner(config, hf_config, self.device, self.dtype)  # ranks spawned when TP/PP > 1
+        if self.device.type == "cuda":
+            self.runner.warm_up_kernels(config.batching.max_num_batched_tokens, config.batching.max_num_seqs)
         num_blocks = self._num_kv_blocks()
         self.runner.allocate_kv_cache(num_blocks)
         model_len = context_limit(hf_config, config.model.max_model_len)

@@ -88,7 +88,7 @@ class ParallelLMHead(_VocabSlice):
     def local_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """This rank's vocabulary slice of the logits in float32, [N, V / tp] (no communication)."""
         if self.quant_method is not None:
-            return self.quant_method.apply(self, hidden, None)[..., : self.shard].float()
+            return self.quant_method.apply_float32(self, hidden)[..., : self.shard]
         if hidden.dtype == torch.float32:
             return F.linear(hidden, self.weight)
         if hidden.is_cuda and _mm_float32_out(hidden.device):

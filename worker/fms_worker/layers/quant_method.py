@@ -32,6 +32,15 @@ class LinearMethod:
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
+    def apply_float32(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """`apply` without a bias, the result in float32 (the LM head's logits). By default the model-dtype
+        result upcast; a scheme whose kernel can write float32 overrides this to skip that rounding."""
+        return self.apply(layer, x, None).float()
+
+    def warm_up(self, layer: nn.Module, max_rows: int, float32_out: bool = False) -> None:
+        """Run once at start for every row-count bucket up to `max_rows`, where the kernel tunes itself on the
+        first call per shape (no-op by default)."""
+
     def for_lm_head(self) -> "LinearMethod | None":
         """The method an untied LM head uses, or None to keep it in the model dtype (the default)."""
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,7 @@ import torch.distributed as dist
 from fms_worker.layers import fused
 from fms_worker.layers.attention import TorchSDPABackend
 from fms_worker.layers.attention_triton import TritonPagedBackend
+from fms_worker.layers.embedding import ParallelLMHead
 from fms_worker.loader import load_model
 from fms_worker.model_runner.cuda_graphs import DecodeGraphs
 from fms_worker.model_runner.inputs import build_inputs
@@ -82,6 +84,24 @@ class ModelRunner:
         _, total = torch.cuda.mem_get_info(self.device)
         self.allocate_kv_cache(0)
         return max(0, int(total * gpu_memory_utilization) - peak)
+
+    def warm_up_kernels(self, max_rows: int, max_logit_rows: int) -> None:
+        """Kernels that tune themselves per shape on first use do it now, for every row count a step can have
+        (`max_logit_rows` for the LM head), instead of inside the first requests (the int8 matmul: about a
+        second per new row-count bucket and weight shape)."""
+        t = time.perf_counter()
+        with torch.inference_mode():
+            for module in self.model.modules():
+                method = getattr(module, "quant_method", None)
+                if method is None:
+                    continue
+                if isinstance(module, ParallelLMHead):
+                    method.warm_up(module, max_logit_rows, float32_out=True)
+                else:
+                    method.warm_up(module, max_rows)
+        if self.gpu:
+            torch.cuda.synchronize(self.device)
+        log.info("kernel warm-up for up to %d rows a step: %.1f s", max_rows, time.perf_counter() - t)
 
     def allocate_kv_cache(self, num_blocks: int) -> None:
         self.num_blocks = num_blocks

@@ -16,7 +16,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from fms_worker.kernels.int8_matmul import int8_matmul, triton_available
+from fms_worker.kernels.int8_matmul import GEMV_MAX_M, int8_matmul, m_bucket, triton_available
 from fms_worker.quantization.staged import StagedLinearMethod, set_param
 
 
@@ -77,13 +77,51 @@ class Int8LinearMethod(StagedLinearMethod):
         kernel = layer.int8_kernel
         shape = x.shape
         if kernel == "triton" and x.dtype in (torch.float16, torch.bfloat16):
-            x2 = x.reshape(-1, shape[-1])
-            if x2.stride(-1) != 1:
-                x2 = x2.contiguous()
-            return int8_matmul(x2, layer.qweight, layer.scales, bias).reshape(*shape[:-1], -1)
+            return self._triton(layer, x, bias, x.dtype)
         if kernel == "cpu":
             y = torch._weight_int8pack_mm(x.reshape(-1, shape[-1]), layer.qweight, layer.scales.to(x.dtype))
             y = y.reshape(*shape[:-1], -1)
         else:
             y = F.linear(x, layer.qweight.to(x.dtype)) * layer.scales.to(x.dtype)
         return y + bias if bias is not None else y
+
+    def warm_up(self, layer, max_rows, float32_out=False):
+        """The Triton kernel autotunes per (row bucket, N, K, dtypes) on first use, ~1 s a shape: done here for
+        every bucket a step can hit, so no request waits for it (the choices persist in Triton's cache dir)."""
+        if layer.int8_kernel != "triton":
+            return
+        x = torch.zeros(1, layer.qweight.shape[1], dtype=layer.scales.dtype, device=layer.qweight.device)
+        for rows in warm_up_rows(max_rows):
+            xs = x.expand(rows, -1).contiguous()
+            if float32_out:
+                self.apply_float32(layer, xs)
+            else:
+                self.apply(layer, xs, None)
+
+    def apply_float32(self, layer, x):
+        """The kernel writes its float32 accumulator unrounded (LM-head logits without bf16 ties)."""
+        if layer.int8_kernel == "triton" and x.dtype in (torch.float16, torch.bfloat16):
+            return self._triton(layer, x, None, torch.float32)
+        return super().apply_float32(layer, x)
+
+    @staticmethod
+    def _triton(layer, x, bias, out_dtype):
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        if x2.stride(-1) != 1:
+            x2 = x2.contiguous()
+        return int8_matmul(x2, layer.qweight, layer.scales, bias, out_dtype=out_dtype).reshape(*shape[:-1], -1)
+
+
+def warm_up_rows(max_rows: int) -> list[int]:
+    """One row count per autotuning bucket up to `max_rows`: the GEMV's single row, then each tile bucket's top
+    (the last one cut to `max_rows`)."""
+    rows = [GEMV_MAX_M] if max_rows >= GEMV_MAX_M else []
+    m = GEMV_MAX_M + 1
+    while m <= max_rows:
+        bucket = m_bucket(m)
+        rows.append(min(bucket, max_rows))
+        if bucket >= m_bucket(max_rows):
+            break
+        m = bucket + 1
+    return rows

@@ -18,6 +18,7 @@ import sys
 import pytest
 import torch
 
+from fms_worker.kernels import int8_matmul as km
 from fms_worker.layers.linear import RowParallelLinear
 from fms_worker.quantization.int8 import Int8LinearMethod
 
@@ -70,20 +71,31 @@ for i, (m, n, k) in enumerate(SHAPES):
             out.append(dict(case=f"{name} M={m} N={n} K={k} {dtype} bias={bias is not None}", err=err,
                             tol=2e-3 if dtype == torch.float16 else 1e-5))
 
-# The decode GEMV (M <= 4), every tile that fits its row count.
-for m, n, k in ((1, 100, 200), (3, 70, 1030), (4, 33, 96)):
+# The decode GEMV (one row), every candidate tile; ragged K (masked strips) and an even one.
+for n, k in ((100, 200), (70, 1030), (33, 1024)):
+    q, scale = quantize_int8(torch.randn(n, k, generator=gen) * k**-0.5)
+    x = torch.randn(1, k, generator=gen).half()
+    bias = torch.randn(n, generator=gen).half() if n != 70 else None
+    ref = x.float() @ dequantize_int8(q, scale).t() + (bias.float() if bias is not None else 0)
+    for cfg in km.gemv_configs():
+        y = km.int8_gemv(x, q, scale.half(), bias, config=cfg)
+        assert y.shape == (1, n)
+        err = ((y.float() - ref).norm() / ref.norm()).item()
+        out.append(dict(case=f"gemv {cfg} N={n} K={k}", err=err, tol=2e-3))
+
+# float32 output (LM-head logits): the accumulator unrounded, so far closer to the float32 product than
+# fp16's 2e-3; the GEMV, an unsplit tile and a K-split tile (whose partial sums write the output).
+for m, n, k, cfg in ((1, 100, 200, km.gemv_configs()[0]), (5, 48, 96, CONFIGS["prefill"]),
+                     (3, 64, 1024, CONFIGS["decode_split3"])):
     q, scale = quantize_int8(torch.randn(n, k, generator=gen) * k**-0.5)
     x = torch.randn(m, k, generator=gen).half()
-    bias = torch.randn(n, generator=gen).half() if m != 3 else None
-    ref = x.float() @ dequantize_int8(q, scale).t() + (bias.float() if bias is not None else 0)
-    block_m = 1 if m == 1 else triton.next_power_of_2(m)
-    for cfg in km.gemv_configs(block_m):
-        y = km.int8_gemv(x, q, scale.half(), bias, config=cfg)
-        assert y.shape == (m, n)
-        err = ((y.float() - ref).norm() / ref.norm()).item()
-        out.append(dict(case=f"gemv {cfg} M={m} N={n} K={k}", err=err, tol=2e-3))
+    ref = x.float() @ dequantize_int8(q, scale.half().float()).t()
+    fn = km.int8_gemv if "BLOCK_M" not in cfg else km.int8_matmul
+    y = fn(x, q, scale.half(), config=cfg, out_dtype=torch.float32)
+    assert y.dtype == torch.float32 and y.shape == (m, n)
+    out.append(dict(case=f"float32 out {cfg} M={m}", err=((y - ref).norm() / ref.norm()).item(), tol=1e-5))
 
-# The autotuned GEMV (what int8_matmul runs for M <= 4), timed by a stand-in that makes the last tile win.
+# The autotuned GEMV (what int8_matmul runs for one row), timed by a stand-in that makes the last tile win.
 def gemv_bench(fn, quantiles):
     fn()
     gemv_bench.calls += 1
@@ -91,12 +103,12 @@ def gemv_bench(fn, quantiles):
 gemv_bench.calls = 0
 km._int8_gemv_tuned._do_bench = gemv_bench
 q, scale = quantize_int8(torch.randn(40, 300, generator=gen) * 300**-0.5)
-for m in (1, 2):
-    x = torch.randn(m, 300, generator=gen).half()
+x = torch.randn(1, 300, generator=gen).half()
+ref = x.float() @ dequantize_int8(q, scale).t()
+for _ in range(2):  # tuned, then from the autotuner's cache
     y = km.int8_matmul(x, q, scale.half())
-    ref = x.float() @ dequantize_int8(q, scale).t()
-    out.append(dict(case=f"gemv autotuned M={m}", err=((y.float() - ref).norm() / ref.norm()).item(), tol=2e-3))
-assert gemv_bench.calls == len(km.gemv_configs(1)) + len(km.gemv_configs(2))
+    out.append(dict(case="gemv autotuned", err=((y.float() - ref).norm() / ref.norm()).item(), tol=2e-3))
+assert gemv_bench.calls == len(km.gemv_configs())
 
 # The autotuned path, with a stand-in timer that makes the first split candidate win: the K-split partials
 # must be summed (and the bias added) after the tuned launch too.
@@ -133,8 +145,10 @@ def interpreted():
 
 def test_every_tile_family_matches_the_dense_product(interpreted):
     gemv = [r for r in interpreted if r["case"].startswith("gemv")]
-    assert len(gemv) >= 3 * 4  # each GEMV row count ran several tiles
-    assert len(interpreted) - len(gemv) == 4 * 2 * 6 + 2
+    assert len(gemv) == 3 * len(km.gemv_configs()) + 2  # each GEMV tile on three shapes, the tuned one twice
+    f32 = [r for r in interpreted if r["case"].startswith("float32 out")]
+    assert len(f32) == 3
+    assert len(interpreted) - len(gemv) - len(f32) == 4 * 2 * 6 + 2
     bad = [r for r in interpreted if not r["err"] < r["tol"]]
     assert not bad, bad
 

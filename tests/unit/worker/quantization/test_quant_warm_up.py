@@ -1,0 +1,80 @@
+"""The int8 kernel's start-up warm-up (one call per autotuning bucket) and its float32 LM-head output.
+
+The Triton kernel itself needs a GPU (or the interpreter, test_int8_matmul_interpret.py); here the layers are
+marked as using it and `int8_matmul` is replaced by a recorder, to check what the layers ask of it."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from fms_worker.kernels.int8_matmul import m_bucket
+from fms_worker.layers.embedding import ParallelLMHead
+from fms_worker.layers.linear import RowParallelLinear
+from fms_worker.model_runner.runner import ModelRunner
+from fms_worker.quantization import int8
+from fms_worker.quantization.int8 import Int8LinearMethod, warm_up_rows
+
+
+def test_warm_up_rows_cover_every_bucket_once():
+    assert warm_up_rows(1) == [1]
+    assert warm_up_rows(8) == [1, 8]
+    assert warm_up_rows(100) == [1, 16, 32, 64, 100]
+    rows = warm_up_rows(8192)
+    assert rows == [1, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+    # every row count a step can have falls in a bucket that was warmed (one row: the GEMV)
+    warmed = {m_bucket(r) for r in rows if r > 1}
+    assert all(m_bucket(m) in warmed for m in range(2, 8193))
+
+
+def _recording(monkeypatch):
+    calls = []
+
+    def fake(x, q, scale, bias=None, *, out_dtype=None):
+        calls.append((x.shape[0], out_dtype))
+        return torch.zeros(x.shape[0], q.shape[0], dtype=out_dtype or x.dtype)
+
+    monkeypatch.setattr(int8, "int8_matmul", fake)
+    return calls
+
+
+def _as_triton(layer: nn.Module, method: Int8LinearMethod) -> nn.Module:
+    method.process_weights_after_loading(layer)
+    layer.int8_kernel = "triton"  # what a CUDA bf16 weight gets
+    return layer
+
+
+def _layers():
+    method = Int8LinearMethod()
+    linear = RowParallelLinear(64, 32, params_dtype=torch.bfloat16, quant_method=method)
+    linear.weight.weight_loader(linear.weight, torch.randn(32, 64))
+    head = ParallelLMHead(48, 64, params_dtype=torch.bfloat16, quant_method=method)
+    head.weight.weight_loader(head.weight, torch.randn(48, 64))
+    return _as_triton(linear, method), _as_triton(head, method)
+
+
+def test_runner_warms_every_bucket_and_the_head_in_float32(monkeypatch):
+    calls = _recording(monkeypatch)
+    linear, head = _layers()
+    runner = SimpleNamespace(model=nn.ModuleList([linear, head]), gpu=False, device=torch.device("cpu"))
+    ModelRunner.warm_up_kernels(runner, 100, 8)
+    assert calls == [(r, torch.bfloat16) for r in warm_up_rows(100)] + [(r, torch.float32) for r in warm_up_rows(8)]
+
+
+def test_quantized_head_logits_come_from_the_kernel_in_float32(monkeypatch):
+    calls = _recording(monkeypatch)
+    _, head = _layers()
+    logits = head.compute_logits(torch.randn(3, 64, dtype=torch.bfloat16))
+    assert calls == [(3, torch.float32)] and logits.dtype == torch.float32 and logits.shape == (3, 48)
+
+
+def test_off_the_triton_kernel_warm_up_does_nothing(monkeypatch):
+    calls = _recording(monkeypatch)
+    method = Int8LinearMethod()
+    layer = RowParallelLinear(64, 32, params_dtype=torch.bfloat16, quant_method=method)
+    layer.weight.weight_loader(layer.weight, torch.randn(32, 64))
+    method.process_weights_after_loading(layer)  # CPU: torch's int8pack kernel, nothing to tune
+    method.warm_up(layer, 4096)
+    assert calls == [] and layer.int8_kernel == "cpu"

@@ -89,8 +89,7 @@ def test_serve_tp2_answers_like_tp1_and_stops_its_ranks(tmp_path):
         proc.wait(60)
     log_text = (tmp_path / "worker.log").read_text()
     assert proc.returncode == 0, log_text[-3000:]
-    # The followers got the stop message: none was killed first (their parent-death signal follows the
-    # thread that spawned them, which ends with the event loop) leaving rank 0 to abort at exit.
+    # The followers got the stop message: none was gone first, leaving rank 0 to abort at exit.
     assert "could not stop followers cleanly" not in log_text, log_text[-3000:]
     deadline = time.monotonic() + 20
     while any(_alive(p) for p in followers) and time.monotonic() < deadline:

@@ -13,7 +13,6 @@ carries the pickled per-step commands, which never belong on the GPU link.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -21,6 +20,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 IDLE_TIMEOUT = timedelta(days=30)
 ENV_RANK, ENV_WORLD, ENV_ADDR, ENV_PORT = "FMS_RANK", "FMS_WORLD_SIZE", "FMS_MASTER_ADDR", "FMS_MASTER_PORT"
 ENV_CONFIG, ENV_GPUS, ENV_LOCAL_RANK = "FMS_WORKER_CONFIG", "FMS_RANK_GPUS", "FMS_LOCAL_RANK"
+ENV_PARENT = "FMS_PARENT_PID"  # the process that spawned a follower: it exits when that one is gone
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def spawn_followers(config_json: str, ranks: range, world_size: int, addr: str, 
     for local, rank in enumerate(ranks, start=1):
         env = dict(os.environ, **{ENV_RANK: str(rank), ENV_WORLD: str(world_size), ENV_ADDR: addr,
                                   ENV_PORT: str(port), ENV_CONFIG: config_json, ENV_GPUS: json.dumps(gpus),
-                                  ENV_LOCAL_RANK: str(local)})
+                                  ENV_LOCAL_RANK: str(local), ENV_PARENT: str(os.getpid())})
         procs.append(subprocess.Popen([sys.executable, "-m", "fms_worker.engine.distributed"], env=env))
     return procs
 
@@ -105,17 +107,23 @@ def stop_followers(procs: list[subprocess.Popen], timeout: float = 10.0) -> None
             p.wait()
 
 
-def die_with_parent() -> None:
-    """Linux: a follower gets SIGTERM when rank 0 dies, however it dies (no orphans holding GPUs).
+def exit_with_parent(parent_pid: int, interval_s: float = 0.5) -> threading.Thread:
+    """A follower sends itself SIGTERM once the process that spawned it is gone, however it went (no orphan
+    keeps its GPU): a daemon thread watches for re-parenting.
 
-    The kernel sends it when the *thread* that spawned the follower ends, not only the process: rank 0
-    must stop its followers before that thread goes (the server builds its engine in an executor thread
-    and stops the followers in its shutdown, server/state.py)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    Watching the process, not the kernel's parent-death signal (PR_SET_PDEATHSIG), on purpose: that signal
+    fires when the spawning *thread* ends, and the server builds its engine in an executor thread that ends
+    with the event loop, before rank 0 has stopped its followers."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval_s)
+        log.warning("rank 0 (pid %d) is gone: stopping", parent_pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    thread.start()
+    return thread
 
 
 _THREADS_BEFORE: list[int] = []

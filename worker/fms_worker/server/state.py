@@ -103,9 +103,9 @@ class ServingState:
             self._watchdog.cancel()
         if self.async_engine is not None:
             await self.async_engine.stop()
-        # Tensor/pipeline-parallel ranks are told to stop here, while the event loop's executor thread
-        # that spawned them still runs: their parent-death signal follows that thread, which ends with
-        # the loop, and a rank killed that way before the stop message left rank 0 aborting at exit.
+        # Tensor/pipeline-parallel ranks are told to stop here, with the app, rather than by rank 0's
+        # exit handler after the event loop is gone (a follower that dies before its stop message, e.g.
+        # when rank 0 is killed, exits on its own: launch.exit_with_parent).
         close = getattr(getattr(self.engine, "runner", None), "close", None)
         if close is not None:
             await asyncio.to_thread(close)

@@ -1,6 +1,6 @@
 """Where a batch-1 decode step's time goes on the GPU: kernels by kind, and GPU idle time between steps.
 
-    python bench/profile_decode.py MODEL_DIR --out profile.json [--quantization int8] [--steps 64]
+    python bench/profile_decode.py MODEL_DIR --out profile.json [--quantization int8] [--steps 64] [--tp 2]
 
 Runs the engine (bf16, CUDA graphs, async scheduling as configured) on one
 128-token prompt, profiles `--steps` decode steps with torch.profiler and
@@ -56,6 +56,8 @@ def main() -> None:
     ap.add_argument("--kv-cache-dtype", default="auto")
     ap.add_argument("--batch", type=int, default=1, help="decode this many sequences at once (512-token prompts)")
     ap.add_argument("--sync", action="store_true", help="async scheduling off")
+    ap.add_argument("--tp", type=int, default=1, help="tensor-parallel degree: rank 0's kernels are profiled "
+                                                      "(its weight slice; every rank runs the same step)")
     args = ap.parse_args()
     bw = gpu_baseline.copy_bandwidth()
     engine = LLMEngine(WorkerConfig.model_validate({
@@ -64,8 +66,9 @@ def main() -> None:
         "batching": {"max_num_seqs": 256, "max_num_batched_tokens": 8192},
         "caching": {"prefix_caching": False},
         "runtime": {"device": "cuda", "async_scheduling": "off" if args.sync else "auto"},
+        "parallel": {"tensor": args.tp},
     }))
-    model = engine.runner.model
+    model = getattr(engine.runner, "local", engine.runner).model  # TP: rank 0's runner behind the broadcast
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     req = workload.latency_request()
     params = SamplingParams(temperature=0.0, max_tokens=args.steps + 40, ignore_eos=True)
@@ -107,7 +110,7 @@ def main() -> None:
     matmul_us = per_step.get("matmul", 0.0)
     res = {
         "gpu": torch.cuda.get_device_name(), "model": str(args.model), "quantization": args.quantization,
-        "kv_cache_dtype": args.kv_cache_dtype, "batch": args.batch,
+        "kv_cache_dtype": args.kv_cache_dtype, "batch": args.batch, "tp": args.tp,
         "async_scheduling": engine.async_scheduling, "copy_bandwidth_Bps": bw, "weight_bytes": weight_bytes,
         "steps": args.steps, "wall_us_per_step": step_us, "gpu_busy_us_per_step": busy_us / args.steps,
         "weight_read_us_at_copy_bandwidth": weight_bytes / bw * 1e6,
@@ -117,7 +120,7 @@ def main() -> None:
                         for n, v in sorted(by_name.items(), key=lambda kv: -kv[1][0])[:25]],
     }
     args.out.write_text(json.dumps(res, indent=2))
-    print(f"{res['gpu']}, {args.model}, batch {args.batch}, quantization {args.quantization}, "
+    print(f"{res['gpu']}, {args.model}, TP {args.tp}, batch {args.batch}, quantization {args.quantization}, "
           f"KV {args.kv_cache_dtype}, async {engine.async_scheduling}")
     print(f"per decode step: wall {step_us:.0f} us, GPU busy {res['gpu_busy_us_per_step']:.0f} us "
           f"({res['gpu_busy_us_per_step'] / step_us:.0%}), {res['kernels_per_step']:.0f} kernels; weights at the copy "

@@ -75,6 +75,16 @@ def run(engine, reqs: list[workload.Request]) -> tuple[float, int, list[list[int
     return time.perf_counter() - t, sum(len(x) for x in tokens), tokens
 
 
+def greedy_with_logprobs(engine, reqs: list[workload.Request], top: int = 5) -> tuple[list[list[int]], list]:
+    """Greedy tokens and, per generated token, the top-`top` logprobs as [[token, logprob], ...] (JSON-safe)."""
+    from fms_worker.engine.types import SamplingParams
+
+    params = [SamplingParams(temperature=0.0, max_tokens=r.max_tokens, ignore_eos=True, logprobs=top) for r in reqs]
+    outs = engine.generate([r.prompt_ids for r in reqs], params)
+    return ([o.outputs[0].token_ids for o in outs],
+            [[sorted(step.items(), key=lambda kv: -kv[1]) for step in o.outputs[0].logprobs] for o in outs])
+
+
 def run_watched(engine, reqs: list[workload.Request], dump_after: float | None) -> tuple[float, int]:
     """The offline set through engine.step, printing progress every 10 s; after `dump_after` seconds
     every rank's Python stacks go to stderr (rank 0 via faulthandler's watchdog, followers on SIGUSR1)
@@ -140,7 +150,8 @@ def measure(model_dir: Path, tp: int, num_requests: int, equality_reqs, all_redu
         res = {"tp": tp, "all_reduce": all_reduce, "batch1_tokens_per_s": n / dt,
                "async_scheduling": engine.async_scheduling, "offline_tokens_per_s": None}
         print(f"TP={tp}: batch 1 {n / dt:.1f} tok/s", flush=True)
-        res["greedy"] = run(engine, equality_reqs)[2]  # before the long offline set, so a timeout keeps it
+        # before the long offline set, so a timeout keeps it
+        res["greedy"], res["greedy_logprobs"] = greedy_with_logprobs(engine, equality_reqs)
         print(f"TP={tp}: greedy set done", flush=True)
         PARTIAL.append(res)
         save_partial()
@@ -155,11 +166,21 @@ def measure(model_dir: Path, tp: int, num_requests: int, equality_reqs, all_redu
         close(engine)
 
 
-def compare(reference: list[list[int]], other: list[list[int]]) -> dict:
+def compare(reference: list[list[int]], other: list[list[int]], ref_logprobs: list | None = None) -> dict:
+    """Identical sequences, the first divergence, and per parting sequence how many nats the reference ranked
+    the other's token below its own at the parting (inf: outside its top logprobs): a near tie or not."""
     same = sum(a == b for a, b in zip(reference, other))
-    first = min((next(i for i, (x, y) in enumerate(zip(a, b)) if x != y) for a, b in zip(reference, other) if a != b),
-                default=None)
-    return {"identical_sequences": same, "sequences": len(reference), "first_divergence_token": first}
+    parts = [(i, next(p for p, (x, y) in enumerate(zip(a, b)) if x != y))
+             for i, (a, b) in enumerate(zip(reference, other)) if a != b]
+    out = {"identical_sequences": same, "sequences": len(reference),
+           "first_divergence_token": min((p for _, p in parts), default=None)}
+    if ref_logprobs is not None:
+        gaps = []
+        for i, p in parts:
+            lp = dict((int(t), v) for t, v in ref_logprobs[i][p])
+            gaps.append([p, lp[reference[i][p]] - lp.get(other[i][p], float("-inf"))])
+        out["divergence_gaps"] = gaps  # [position, nats]
+    return out
 
 
 def main() -> None:
@@ -202,9 +223,10 @@ def main() -> None:
                                    args.dump_after))
             save_partial()
     pool = results + (json.loads(args.reference.read_text())["results"] if args.reference else [])
-    reference = next((r["greedy"] for r in pool if r["tp"] == 1), None)
+    ref = next((r for r in pool if r["tp"] == 1), None)
     for r in results:
-        r["greedy_vs_tp1"] = compare(reference, r["greedy"]) if reference is not None else None
+        r["greedy_vs_tp1"] = (compare(ref["greedy"], r["greedy"], ref.get("greedy_logprobs"))
+                              if ref is not None else None)
     report = {"gpu": torch.cuda.get_device_name(), "gpus": torch.cuda.device_count(), "torch": torch.__version__,
               "model": str(model_dir), "nccl_nvls_enable": os.environ.get("NCCL_NVLS_ENABLE"), "results": results}
     args.out.write_text(json.dumps(report, indent=2))
@@ -217,7 +239,8 @@ def main() -> None:
         offline = f"{r['offline_tokens_per_s']:.0f}" if r["offline_tokens_per_s"] else "-"
         print(f"{r['tp']:>3} {r['all_reduce']:>10} {r['batch1_tokens_per_s']:>14.1f} {offline:>14} {r['kv_blocks']:>10}  "
               f"{g.get('identical_sequences')}/{g.get('sequences')} identical, first divergence at "
-              f"{g.get('first_divergence_token')}")
+              f"{g.get('first_divergence_token')}; gaps at partings (position, nats): "
+              + ", ".join(f"({p}, {gap:.3f})" for p, gap in g.get("divergence_gaps", [])))
 
 
 if __name__ == "__main__":

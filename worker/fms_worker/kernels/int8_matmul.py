@@ -18,8 +18,9 @@ upcast tile straight from registers.
 - Prefill is compute bound: large tensor-core tiles.
 
 Tiles (and the K split) are autotuned on the first call per (M bucket, N, K,
-dtypes), timing the split's sum kernel too. CUDA-graph users warm every shape
-up before capture. With a persistent Triton cache the choices survive restarts.
+dtypes), timing the split's sum kernel too; the engine makes those first calls
+at start-up (`LinearMethod.warm_up`). With a persistent Triton cache the choices
+survive restarts.
 """
 
 from __future__ import annotations

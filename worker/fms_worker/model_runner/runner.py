@@ -87,8 +87,8 @@ class ModelRunner:
 
     def warm_up_kernels(self, max_rows: int, max_logit_rows: int) -> None:
         """Kernels that tune themselves per shape on first use do it now, for every row count a step can have
-        (`max_logit_rows` for the LM head), instead of inside the first requests (the int8 matmul: about a
-        second per new row-count bucket and weight shape)."""
+        (`max_logit_rows` for the LM head), instead of inside the first requests (the int8 matmul: seconds per
+        new row-count bucket)."""
         t = time.perf_counter()
         with torch.inference_mode():
             for module in self.model.modules():

@@ -86,8 +86,9 @@ class Int8LinearMethod(StagedLinearMethod):
         return y + bias if bias is not None else y
 
     def warm_up(self, layer, max_rows, float32_out=False):
-        """The Triton kernel autotunes per (row bucket, N, K, dtypes) on first use, ~1 s a shape: done here for
-        every bucket a step can hit, so no request waits for it (the choices persist in Triton's cache dir)."""
+        """The Triton kernel autotunes per (row bucket, N, K, dtypes) on first use (one 8B batch-1 request that
+        hit a new bucket took 1.4 s longer): done here for every bucket a step can hit, so no request waits
+        for it (the choices persist in Triton's cache dir)."""
         if layer.int8_kernel != "triton":
             return
         x = torch.zeros(1, layer.qweight.shape[1], dtype=layer.scales.dtype, device=layer.qweight.device)

@@ -63,7 +63,7 @@ def close(engine) -> None:
     torch.cuda.empty_cache()
 
 
-def run(engine, reqs: list[workload.Request]) -> tuple[float, int, list[list[int]]]:
+def run(engine, reqs: list[workload.Request]) -> tuple[float, int]:
     from fms_worker.engine.types import SamplingParams
 
     params = [SamplingParams(temperature=0.0, max_tokens=r.max_tokens, ignore_eos=True) for r in reqs]
@@ -71,8 +71,7 @@ def run(engine, reqs: list[workload.Request]) -> tuple[float, int, list[list[int
     t = time.perf_counter()
     outs = engine.generate([r.prompt_ids for r in reqs], params)
     torch.cuda.synchronize()
-    tokens = [o.outputs[0].token_ids for o in outs]
-    return time.perf_counter() - t, sum(len(x) for x in tokens), tokens
+    return time.perf_counter() - t, sum(len(o.outputs[0].token_ids) for o in outs)
 
 
 def greedy_with_logprobs(engine, reqs: list[workload.Request], top: int = 5) -> tuple[list[list[int]], list]:
@@ -146,7 +145,7 @@ def measure(model_dir: Path, tp: int, num_requests: int, equality_reqs, all_redu
     try:
         print(f"TP={tp} all-reduce {all_reduce}: engine up in {time.perf_counter() - t0:.1f} s", flush=True)
         run(engine, [workload.latency_request(max_tokens=16)])  # warm-up
-        dt, n, _ = run(engine, [workload.latency_request()])
+        dt, n = run(engine, [workload.latency_request()])
         res = {"tp": tp, "all_reduce": all_reduce, "batch1_tokens_per_s": n / dt,
                "async_scheduling": engine.async_scheduling, "offline_tokens_per_s": None}
         print(f"TP={tp}: batch 1 {n / dt:.1f} tok/s", flush=True)

@@ -258,7 +258,7 @@ def follow_group(config: WorkerConfig, group: PodGroup) -> int:
 
 
 def follower_main() -> int:
-    launch.exit_with_parent(int(os.environ.get(launch.ENV_PARENT, os.getppid())))
+    launch.exit_with_parent(int(os.environ[launch.ENV_PARENT]))
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` prints where a follower is
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s rank%(process)d %(name)s: %(message)s")
     config = WorkerConfig.model_validate_json(os.environ[launch.ENV_CONFIG])

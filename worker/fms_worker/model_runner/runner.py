@@ -90,12 +90,18 @@ class ModelRunner:
         (`max_logit_rows` for the LM head), instead of inside the first requests (the int8 matmul: seconds per
         new row-count bucket)."""
         t = time.perf_counter()
+        warmed = set()  # layers of one shape and method (every decoder layer's) tune the same kernels
         with torch.inference_mode():
             for module in self.model.modules():
                 method = getattr(module, "quant_method", None)
                 if method is None:
                     continue
-                if isinstance(module, ParallelLMHead):
+                head = isinstance(module, ParallelLMHead)
+                key = (type(method), head, tuple((p.shape, p.dtype) for p in module.parameters(recurse=False)))
+                if key in warmed:
+                    continue
+                warmed.add(key)
+                if head:
                     method.warm_up(module, max_logit_rows, float32_out=True)
                 else:
                     method.warm_up(module, max_rows)

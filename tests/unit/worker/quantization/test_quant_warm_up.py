@@ -58,7 +58,8 @@ def _layers():
 def test_runner_warms_every_bucket_and_the_head_in_float32(monkeypatch):
     calls = _recording(monkeypatch)
     linear, head = _layers()
-    runner = SimpleNamespace(model=nn.ModuleList([linear, head]), gpu=False, device=torch.device("cpu"))
+    twin, _ = _layers()  # a second layer of the same shape (as every decoder layer is): its kernels are tuned
+    runner = SimpleNamespace(model=nn.ModuleList([linear, twin, head]), gpu=False, device=torch.device("cpu"))
     ModelRunner.warm_up_kernels(runner, 100, 8)
     assert calls == [(r, torch.bfloat16) for r in warm_up_rows(100)] + [(r, torch.float32) for r in warm_up_rows(8)]
 

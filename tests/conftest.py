@@ -32,6 +32,39 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+_INTERPRETER_PRELUDE = r'''
+import numpy
+import triton.runtime.interpreter as interp
+
+# Triton 3.6's interpreter calls int() on 1-element arrays, an error since numpy 2.4 (triton-lang/triton#9171).
+_patch = interp._patch_lang_tensor
+def _patch_lang_tensor(tensor, scope):
+    _patch(tensor, scope)
+    scope.set_attr(tensor, "__index__", lambda self: int(numpy.asarray(self.handle.data).reshape(-1)[0]))
+interp._patch_lang_tensor = _patch_lang_tensor
+'''
+
+
+@pytest.fixture(scope="session")
+def triton_interpret():
+    """Runs a script's Triton kernels on CPU through Triton's interpreter and returns the JSON its last line
+    prints. TRITON_INTERPRET must be set before triton is imported, hence a subprocess."""
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed (CPU-only install): no Triton kernels to interpret")
+
+    def run(script: str):
+        import json
+        import subprocess
+
+        env = {**os.environ, "TRITON_INTERPRET": "1"}
+        proc = subprocess.run([sys.executable, "-c", _INTERPRETER_PRELUDE + script], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct as a safetensors directory (converted once from the PyPI GGUF)."""

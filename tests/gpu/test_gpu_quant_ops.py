@@ -202,3 +202,26 @@ def test_int8_gemv_every_config():
     for cfg in km.gemv_configs():
         assert _rel(km.int8_gemv(x, q, scale, config=cfg), ref) < 0.01, cfg
         assert _rel(km.int8_gemv(x, q, scale, config=cfg, out_dtype=torch.float32), ref) < 1e-4, cfg
+
+
+@pytest.mark.parametrize("n,k", [(14336, 4096), (500, 1030)])
+def test_int8_gated_gemv(n, k):
+    """The gate-up GEMV with silu(gate) * up in its epilogue, every tile and the tuned one, against the dense
+    product and the unfused path (matmul, then the activation) the layer takes for more rows."""
+    x, q, scale, ref = _int8_case(2 * n, k, 1)
+    gate, up = ref.chunk(2, dim=-1)
+    want = F.silu(gate) * up
+    for cfg in km.gemv_configs():
+        assert _rel(km.int8_gemv(x, q, scale, config=cfg, gated=True), want) < 0.01, cfg
+    method = Int8LinearMethod()
+    with torch.device(CUDA):
+        layer = MergedColumnParallelLinear(k, [n, n], params_dtype=torch.bfloat16, quant_method=method, gated=True)
+    w = dequantize_int8(q, scale.float())
+    for shard in (0, 1):
+        layer.weight.weight_loader(layer.weight, w[shard * n:(shard + 1) * n], shard)
+    method.process_weights_after_loading(layer)
+    fused_row = layer(x)
+    gate_u, up_u = method.apply(layer, x, None).float().chunk(2, dim=-1)  # the GEMV without the epilogue
+    unfused = F.silu(gate_u) * up_u
+    assert fused_row.shape == (1, n)
+    assert _rel(fused_row, want) < 0.01 and _rel(fused_row, unfused) < 0.01

@@ -229,68 +229,108 @@ _GEMV = [(8, 512, 4, 3), (16, 512, 4, 3), (16, 512, 8, 3), (8, 1024, 4, 3), (4, 
 
 
 def gemv_configs() -> list[dict]:
-    """The GEMV's candidate tiles."""
-    return [dict(BLOCK_N=bn, BLOCK_K=bk, num_warps=w, num_stages=st) for bn, bk, w, st in _GEMV]
+    """The GEMV's candidate tiles, each with both int8 -> float32 conversions (see `_int8_to_f32`)."""
+    return [dict(BLOCK_N=bn, BLOCK_K=bk, num_warps=w, num_stages=st, MAGIC=magic)
+            for magic in (False, True) for bn, bk, w, st in _GEMV]
 
 
 if triton is not None:
 
     @triton.jit
+    def _int8_to_f32(w, MAGIC: tl.constexpr):
+        """int8 -> float32, exactly. The plain convert is an I2F instruction, which Hopper issues at a quarter
+        of the FP32 rate: at ~3.4e12 weights/s a GEMV nears that limit. MAGIC builds the float instead: the
+        bits 0x4B000080 + q are the float 2^23 + 128 + q (integer add, then one float subtract)."""
+        if MAGIC:
+            return (w.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
+        else:
+            return w.to(tl.float32)
+
+    @triton.jit
     def _int8_gemv_kernel(X, Q, S, B, Y, N, K, stride_qn, HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
-                          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr):
+                          GATED: tl.constexpr, MAGIC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                          STAGES: tl.constexpr):
         """Decode at batch 1, bound by reading the weight once: each program owns BLOCK_N output channels and
         keeps per-lane float32 partial sums [BLOCK_N, BLOCK_K] over the K loop (no tensor-core layouts, one
         cross-lane reduction at the end). The loop is software-pipelined (STAGES strips of the weight in
-        flight), which took it from ~2.1 to 2.4-3.5 TB/s on H200 (8B shapes)."""
+        flight), which took it from ~2.1 to 2.4-3.5 TB/s on H200 (8B shapes).
+
+        GATED: q is a gated MLP's [2N, K] gate-up weight; each program also reads the up rows n + N and
+        writes silu(gate) * up [N] (no [2N] intermediate, no activation kernel)."""
         pid = tl.program_id(0)
         rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
         n_ok = rn < N
         q_ptr = Q + (rn % N).to(tl.int64)[:, None] * stride_qn + rk[None, :]  # rows past N: dropped at the store
+        up_ptr = Q + ((rn % N) + N).to(tl.int64)[:, None] * stride_qn + rk[None, :]  # read only when GATED
         x_ptr = X + rk
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+        acc_up = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
         for k in tl.range(0, K, BLOCK_K, num_stages=STAGES):
             if EVEN_K:
                 w = tl.load(q_ptr)
                 xs = tl.load(x_ptr)
+                if GATED:
+                    w_up = tl.load(up_ptr)
             else:
                 k_ok = k + rk < K
                 w = tl.load(q_ptr, mask=k_ok[None, :], other=0)
                 xs = tl.load(x_ptr, mask=k_ok, other=0.0)
-            acc += w.to(tl.float32) * xs.to(tl.float32)[None, :]
+                if GATED:
+                    w_up = tl.load(up_ptr, mask=k_ok[None, :], other=0)
+            xf = xs.to(tl.float32)[None, :]
+            acc += _int8_to_f32(w, MAGIC) * xf
+            if GATED:
+                acc_up += _int8_to_f32(w_up, MAGIC) * xf
+                up_ptr += BLOCK_K
             q_ptr += BLOCK_K
             x_ptr += BLOCK_K
         out = tl.sum(acc, axis=1) * tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)
         if HAS_BIAS:
             out += tl.load(B + rn, mask=n_ok, other=0.0).to(tl.float32)
+        if GATED:
+            up = tl.sum(acc_up, axis=1) * tl.load(S + N + rn, mask=n_ok, other=0.0).to(tl.float32)
+            out = out / (1.0 + tl.exp(-out)) * up
         tl.store(Y + rn, out.to(Y.dtype.element_ty), mask=n_ok)
 
     _int8_gemv = triton.heuristics({"EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0})(_int8_gemv_kernel)
-    _int8_gemv_tuned = triton.autotune(
-        configs=[triton.Config({"BLOCK_N": c["BLOCK_N"], "BLOCK_K": c["BLOCK_K"], "STAGES": c["num_stages"]},
-                               num_warps=c["num_warps"]) for c in gemv_configs()],
-        key=["N", "K"],
-        do_bench=_bench,
-        cache_results=True,
-    )(_int8_gemv)
+
+    def _gemv_tuner():
+        return triton.autotune(
+            configs=[triton.Config({"BLOCK_N": c["BLOCK_N"], "BLOCK_K": c["BLOCK_K"], "STAGES": c["num_stages"],
+                                    "MAGIC": c["MAGIC"]}, num_warps=c["num_warps"]) for c in gemv_configs()],
+            key=["N", "K"],
+            do_bench=_bench,
+            cache_results=True,
+        )(_int8_gemv)
+
+    _int8_gemv_tuned = _gemv_tuner()
+    _int8_gemv_gated_tuned = _gemv_tuner()  # its own choices: a program reads twice the rows
 
 
 def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None, *,
-              config: dict | None = None, out_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """`int8_matmul` for one row of x (decode at batch 1). `config` (tests): an entry of `gemv_configs`."""
+              config: dict | None = None, out_dtype: torch.dtype | None = None, gated: bool = False) -> torch.Tensor:
+    """`int8_matmul` for one row of x (decode at batch 1). `config` (tests): an entry of `gemv_configs`.
+
+    gated: q [2N, K] holds a gated MLP's gate rows then its up rows; returns silu(x q_gate.T) * (x q_up.T),
+    [1, N], each product scaled by its rows' scales first (bias not allowed)."""
     m, k = x.shape
-    n = q.shape[0]
+    n = q.shape[0] // 2 if gated else q.shape[0]
     if m != GEMV_MAX_M:
         raise ValueError(f"int8_gemv takes {GEMV_MAX_M} row, got {m}")
+    if gated and (bias is not None or q.shape[0] % 2):
+        raise ValueError(f"gated int8_gemv takes an even row count and no bias, got {tuple(q.shape)}")
     y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device)
     args = (x, q, scale, bias if bias is not None else scale, y, n, k, q.stride(0))
     if config is not None:
         c = dict(config)
-        _int8_gemv[(triton.cdiv(n, c["BLOCK_N"]),)](*args, HAS_BIAS=bias is not None, BLOCK_N=c["BLOCK_N"],
-                                                   BLOCK_K=c["BLOCK_K"], STAGES=c["num_stages"],
+        _int8_gemv[(triton.cdiv(n, c["BLOCK_N"]),)](*args, HAS_BIAS=bias is not None, GATED=gated,
+                                                   BLOCK_N=c["BLOCK_N"], BLOCK_K=c["BLOCK_K"],
+                                                   STAGES=c["num_stages"], MAGIC=c.get("MAGIC", False),
                                                    num_warps=c["num_warps"])
     else:
-        _int8_gemv_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*args, HAS_BIAS=bias is not None)
+        tuned = _int8_gemv_gated_tuned if gated else _int8_gemv_tuned
+        tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*args, HAS_BIAS=bias is not None, GATED=gated)
     return y
 
 

@@ -2,9 +2,10 @@
 
 The cache of one layer is one tensor [2, num_slots, Hkv, D] (slot = block *
 block_size + offset). The model runner builds an `AttentionMetadata` once per
-step; a backend writes the step's K/V into their slots and attends. The eager
-backend here works on any device; a fused GPU kernel is another
-`AttentionBackend` with the same metadata.
+step; a backend rotates q and k, writes the step's K/V into their slots and
+attends. The eager backend here works on any device; the GPU backend
+(attention_triton.py) fuses the rotation with the cache write and attends with a
+Triton kernel, over the same metadata.
 """
 
 from __future__ import annotations
@@ -38,19 +39,30 @@ class AttentionMetadata:
 
 
 class AttentionBackend:
-    def forward(self, q, k, v, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float,
-                k_scale: float = 1.0, v_scale: float = 1.0) -> torch.Tensor:
-        """k_scale/v_scale: what an fp8 cache's stored values are multiplied by on read."""
+    """k_scale/v_scale: what an fp8 cache's stored values are multiplied by on read."""
+
+    def rope_and_store(self, rotary, positions, q, k, v, kv_cache: torch.Tensor, meta: AttentionMetadata,
+                       k_scale: float = 1.0, v_scale: float = 1.0):
+        """Rotate q and k (`rotary` None: as given) and write k, v into the step's slots.
+
+        Returns (q, k) as `attend` takes them; a backend that reads keys only from the cache may return None
+        for k."""
+        if rotary is not None:
+            q, k = rotary(positions, q, k)
+        write_kv(kv_cache[0], meta.slot_mapping, k, k_scale)
+        write_kv(kv_cache[1], meta.slot_mapping, v, v_scale)
+        return q, k
+
+    def attend(self, q, k, v, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float,
+               k_scale: float = 1.0, v_scale: float = 1.0) -> torch.Tensor:
         raise NotImplementedError
 
 
 class TorchSDPABackend(AttentionBackend):
     """Eager path: gather K/V by slot, then torch SDPA (one call per prefill, one batched call for all decodes)."""
 
-    def forward(self, q, k, v, kv_cache, meta, scale, k_scale=1.0, v_scale=1.0):
+    def attend(self, q, k, v, kv_cache, meta, scale, k_scale=1.0, v_scale=1.0):
         k_cache, v_cache = kv_cache[0], kv_cache[1]  # [S, Hkv, D]
-        write_kv(k_cache, meta.slot_mapping, k, k_scale)
-        write_kv(v_cache, meta.slot_mapping, v, v_scale)
         out = torch.empty_like(q)  # [T, H, D]
         for p in meta.prefills:
             qs = q[p.start : p.end].transpose(0, 1).unsqueeze(0)  # [1, H, n, D]
@@ -75,15 +87,22 @@ class TorchSDPABackend(AttentionBackend):
 
 
 class Attention(nn.Module):
-    """Holds the layer's KV cache (bound by the model runner) and delegates to a backend."""
+    """Holds the layer's KV cache (bound by the model runner) and its rotary embedding, and delegates both
+    to a backend (which may fuse the rotation with the cache write)."""
 
-    def __init__(self, num_heads: int, head_dim: int, num_kv_heads: int, backend: AttentionBackend | None = None):
+    def __init__(self, num_heads: int, head_dim: int, num_kv_heads: int, backend: AttentionBackend | None = None,
+                 rotary: nn.Module | None = None):
         super().__init__()
         self.num_heads, self.head_dim, self.num_kv_heads = num_heads, head_dim, num_kv_heads
         self.scale = head_dim**-0.5
         self.backend = backend or TorchSDPABackend()
+        self.rotary = rotary
         self.kv_cache = torch.empty(0)  # replaced by the runner: [2, num_slots, Hkv, D]
         self.k_scale = self.v_scale = 1.0  # fp8 KV cache: stored = value / scale
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        return self.backend.forward(q, k, v, self.kv_cache, meta, self.scale, self.k_scale, self.v_scale)
+    def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                meta: AttentionMetadata) -> torch.Tensor:
+        """q [T, H, D], k and v [T, Hkv, D] before the rotary embedding -> [T, H, D]."""
+        q, k = self.backend.rope_and_store(self.rotary, positions, q, k, v, self.kv_cache, meta,
+                                           self.k_scale, self.v_scale)
+        return self.backend.attend(q, k, v, self.kv_cache, meta, self.scale, self.k_scale, self.v_scale)

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 import torch
 
 from fms_worker.kernels.paged_attention import paged_attention
+from fms_worker.kernels.rope_cache import rope_cache
+from fms_worker.kernels.rope_cache import supported as rope_cache_supported
+from fms_worker.layers import fused
 from fms_worker.layers.attention import AttentionBackend, AttentionMetadata
-from fms_worker.quantization.kv_fp8 import write_kv
+from fms_worker.layers.rotary import RotaryEmbedding
 
 
 @dataclass
@@ -27,10 +30,17 @@ class PagedAttentionMetadata(AttentionMetadata):
 
 
 class TritonPagedBackend(AttentionBackend):
-    def forward(self, q, k, v, kv_cache, meta: PagedAttentionMetadata, scale, k_scale=1.0, v_scale=1.0):
+    def rope_and_store(self, rotary, positions, q, k, v, kv_cache, meta, k_scale=1.0, v_scale=1.0):
+        """One kernel (kernels/rope_cache.py) where the fused kernels are on; the unfused path otherwise
+        (enforce_eager, or a layout the kernel does not take)."""
+        if not (fused.is_enabled() and isinstance(rotary, RotaryEmbedding) and rope_cache_supported(q, kv_cache)):
+            return super().rope_and_store(rotary, positions, q, k, v, kv_cache, meta, k_scale, v_scale)
+        rope_cache(q, k, v, kv_cache[0], kv_cache[1], meta.slot_mapping, positions, rotary.cos, rotary.sin,
+                   k_scale, v_scale)
+        return q, None  # the kernel below reads the keys from the cache
+
+    def attend(self, q, k, v, kv_cache, meta: PagedAttentionMetadata, scale, k_scale=1.0, v_scale=1.0):
         k_cache, v_cache = kv_cache[0], kv_cache[1]  # [S, Hkv, D]
-        write_kv(k_cache, meta.slot_mapping, k, k_scale)
-        write_kv(v_cache, meta.slot_mapping, v, v_scale)
         hkv, d = k_cache.shape[1], k_cache.shape[2]
         return paged_attention(
             q, k_cache.view(-1, meta.block_size, hkv, d), v_cache.view(-1, meta.block_size, hkv, d),

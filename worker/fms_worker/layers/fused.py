@@ -22,6 +22,11 @@ def enable(on: bool = True) -> None:
     _enabled = on
 
 
+def is_enabled() -> bool:
+    """Whether fused kernels run (CUDA, not enforce_eager): also the switch of the hand-written ones."""
+    return _enabled
+
+
 def maybe_compiled(name: str, fn):
     """`fn` compiled once under `name` when enabled (CUDA, not enforce_eager); else `fn` itself."""
     if not _enabled:

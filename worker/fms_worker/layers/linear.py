@@ -52,14 +52,26 @@ class ColumnParallelLinear(LinearBase):
 
 
 class MergedColumnParallelLinear(ColumnParallelLinear):
-    """Several column-parallel matrices stacked in one weight (gate and up): one matmul, shard i loaded by index."""
+    """Several column-parallel matrices stacked in one weight (gate and up): one matmul, shard i loaded by index.
+
+    gated: a gated MLP's gate and up (two equal halves); `forward` then returns silu(gate) * up, which a
+    method may compute inside its matmul (`LinearMethod.apply_silu_mul`)."""
 
     def __init__(self, input_size: int, output_sizes: list[int], bias: bool = False,
-                 params_dtype: torch.dtype = torch.float32, quant_method: LinearMethod | None = None):
+                 params_dtype: torch.dtype = torch.float32, quant_method: LinearMethod | None = None,
+                 gated: bool = False):
         self.gather_output = False
         tp = get_parallel_state().tp_size
         sizes = [divide(s, tp, "a merged output size") for s in output_sizes]
+        if gated and (len(sizes) != 2 or sizes[0] != sizes[1]):
+            raise ValueError(f"a gated layer has two equal halves, got output sizes {output_sizes}")
+        self.gated = gated
         LinearBase.__init__(self, input_size, sizes, bias, params_dtype, quant_method)
+
+    def forward(self, x):
+        if self.gated:
+            return self.quant_method.apply_silu_mul(self, x, self.bias)  # [T, in] -> [T, out / 2]
+        return super().forward(x)
 
     def weight_loader(self, param, loaded, shard_id=None):
         offset = sum(self.output_sizes[:shard_id])

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fms_worker.layers import fused
+
 
 class LinearMethod:
     def create_weights(
@@ -36,6 +38,11 @@ class LinearMethod:
         """`apply` without a bias, the result in float32 (the LM head's logits). By default the model-dtype
         result upcast; a scheme whose kernel can write float32 overrides this to skip that rounding."""
         return self.apply(layer, x, None).float()
+
+    def apply_silu_mul(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """A gated layer's silu(gate) * up, where the weight's rows are gate then up. By default `apply` then
+        the (compiled) activation; a scheme whose kernel can apply it in its epilogue overrides this."""
+        return fused.silu_and_mul(self.apply(layer, x, bias))
 
     def warm_up(self, layer: nn.Module, max_rows: int, float32_out: bool = False) -> None:
         """Run once at start for every row-count bucket up to `max_rows`, where the kernel tunes itself on the

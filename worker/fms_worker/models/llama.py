@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fms_worker.layers.activation import SiluAndMul
 from fms_worker.layers.attention import Attention, AttentionMetadata
 from fms_worker.layers.embedding import ParallelLMHead, VocabParallelEmbedding
 from fms_worker.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
@@ -71,8 +70,8 @@ class LlamaAttention(nn.Module):
         self.o_proj = RowParallelLinear(args.num_heads * d, args.hidden_size, params_dtype=dtype, quant_method=quant_method)
         self.q_norm = RMSNorm(d, args.rms_norm_eps, dtype) if args.qk_norm else None
         self.k_norm = RMSNorm(d, args.rms_norm_eps, dtype) if args.qk_norm else None
-        self.rotary_emb = RotaryEmbedding(d, args.max_position, args.rope_theta, args.rope_scaling)
-        self.attn = Attention(h, d, hkv)
+        self.attn = Attention(h, d, hkv, rotary=RotaryEmbedding(d, args.max_position, args.rope_theta,
+                                                                args.rope_scaling))
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         q, k, v = self.qkv_proj(x).split(self.sizes, dim=-1)  # [T, (H + 2 Hkv) D] -> [T, H D], [T, Hkv D] x2
@@ -80,8 +79,7 @@ class LlamaAttention(nn.Module):
         q, k, v = q.view(t, -1, d), k.view(t, -1, d), v.view(t, -1, d)  # [T, H, D], [T, Hkv, D] x2
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = self.rotary_emb(positions, q, k)
-        o = self.attn(q, k, v, meta)  # [T, H, D]
+        o = self.attn(positions, q, k, v, meta)  # rotary, KV-cache write, attention -> [T, H, D]
         return self.o_proj(o.reshape(t, -1))  # [T, H D] -> [T, hidden]
 
 
@@ -89,13 +87,12 @@ class LlamaMLP(nn.Module):
     def __init__(self, args: LlamaArgs, dtype: torch.dtype, quant_method=None):
         super().__init__()
         self.gate_up_proj = MergedColumnParallelLinear(args.hidden_size, [args.intermediate_size] * 2,
-                                                       params_dtype=dtype, quant_method=quant_method)
-        self.act = SiluAndMul()
+                                                       params_dtype=dtype, quant_method=quant_method, gated=True)
         self.down_proj = RowParallelLinear(args.intermediate_size, args.hidden_size, params_dtype=dtype,
                                            quant_method=quant_method)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_up_proj(x)))
+        return self.down_proj(self.gate_up_proj(x))  # gated: silu(gate) * up
 
 
 class LlamaDecoderLayer(nn.Module):

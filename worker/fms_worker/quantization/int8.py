@@ -16,7 +16,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from fms_worker.kernels.int8_matmul import GEMV_MAX_M, int8_matmul, m_bucket, triton_available
+from fms_worker.kernels.int8_matmul import GEMV_MAX_M, int8_gemv, int8_matmul, m_bucket, triton_available
 from fms_worker.quantization.staged import StagedLinearMethod, set_param
 
 
@@ -85,6 +85,15 @@ class Int8LinearMethod(StagedLinearMethod):
             y = F.linear(x, layer.qweight.to(x.dtype)) * layer.scales.to(x.dtype)
         return y + bias if bias is not None else y
 
+    def apply_silu_mul(self, layer, x, bias):
+        """One row (decode at batch 1): the GEMV reads gate and up rows together and writes silu(gate) * up."""
+        if (layer.int8_kernel == "triton" and bias is None and x.dtype in (torch.float16, torch.bfloat16)
+                and x.numel() == x.shape[-1] == layer.qweight.shape[1]):
+            x2 = x.reshape(1, -1)
+            y = int8_gemv(x2 if x2.stride(-1) == 1 else x2.contiguous(), layer.qweight, layer.scales, gated=True)
+            return y.reshape(*x.shape[:-1], -1)
+        return super().apply_silu_mul(layer, x, bias)
+
     def warm_up(self, layer, max_rows, float32_out=False):
         """The Triton kernel autotunes per (row bucket, N, K, dtypes) on first use (one 8B batch-1 request that
         hit a new bucket took 1.4 s longer): done here for every bucket a step can hit, so no request waits
@@ -96,6 +105,8 @@ class Int8LinearMethod(StagedLinearMethod):
             xs = x.expand(rows, -1).contiguous()
             if float32_out:
                 self.apply_float32(layer, xs)
+            elif getattr(layer, "gated", False) and rows == GEMV_MAX_M:
+                self.apply_silu_mul(layer, xs, None)  # what a gated layer runs for one row
             else:
                 self.apply(layer, xs, None)
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from fms_worker.kernels.int8_matmul import m_bucket
 from fms_worker.layers.embedding import ParallelLMHead
-from fms_worker.layers.linear import RowParallelLinear
+from fms_worker.layers.linear import MergedColumnParallelLinear, RowParallelLinear
 from fms_worker.model_runner.runner import ModelRunner
 from fms_worker.quantization import int8
 from fms_worker.quantization.int8 import Int8LinearMethod, warm_up_rows
@@ -69,6 +69,28 @@ def test_quantized_head_logits_come_from_the_kernel_in_float32(monkeypatch):
     _, head = _layers()
     logits = head.compute_logits(torch.randn(3, 64, dtype=torch.bfloat16))
     assert calls == [(3, torch.float32)] and logits.dtype == torch.float32 and logits.shape == (3, 48)
+
+
+def test_a_gated_layer_warms_the_gated_gemv_for_one_row(monkeypatch):
+    calls = _recording(monkeypatch)
+    gemv_calls = []
+
+    def fake_gemv(x, q, scale, bias=None, *, gated=False, **kw):
+        gemv_calls.append((x.shape[0], gated))
+        return torch.zeros(1, q.shape[0] // 2, dtype=x.dtype)
+
+    monkeypatch.setattr(int8, "int8_gemv", fake_gemv)
+    method = Int8LinearMethod()
+    gate_up = MergedColumnParallelLinear(64, [32, 32], params_dtype=torch.bfloat16, quant_method=method, gated=True)
+    for shard in (0, 1):
+        gate_up.weight.weight_loader(gate_up.weight, torch.randn(32, 64), shard)
+    _as_triton(gate_up, method)
+    method.warm_up(gate_up, 100)
+    assert gemv_calls == [(1, True)]  # one row: silu(gate) * up inside the GEMV
+    assert calls == [(r, torch.bfloat16) for r in warm_up_rows(100) if r > 1]  # more rows: matmul + activation
+    y = gate_up(torch.randn(1, 64, dtype=torch.bfloat16))
+    assert y.shape == (1, 32) and gemv_calls[-1] == (1, True)
+    assert gate_up(torch.randn(3, 64, dtype=torch.bfloat16)).shape == (3, 32) and calls[-1] == (3, torch.bfloat16)
 
 
 def test_off_the_triton_kernel_warm_up_does_nothing(monkeypatch):

@@ -1,0 +1,115 @@
+"""Batch-1 decode kernels of the 8B shape, one at a time, CUDA-graph timed on one GPU:
+
+- the int8 GEMV's shipped tiles with each int8 -> float32 conversion (plain convert vs the magic-number
+  float), against cuBLAS bf16 for the same shape;
+- the gated gate-up GEMV (silu(gate) * up in the epilogue) against the plain GEMV plus the compiled activation;
+- the fused rotary + KV-cache write against the compiled rotary plus two index_copy_ launches.
+
+    python3 bench/decode_kernels_gpu.py [--out decode_kernels.json]   (from the repository root)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+import torch.nn.functional as F
+import triton
+
+sys.path.insert(0, "worker")
+from fms_worker.kernels import int8_matmul as km  # noqa: E402
+from fms_worker.kernels.rope_cache import rope_cache  # noqa: E402
+from fms_worker.layers import fused  # noqa: E402
+from fms_worker.layers.rotary import RotaryEmbedding  # noqa: E402
+from fms_worker.quantization.kv_fp8 import write_kv  # noqa: E402
+
+SHAPES = [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (128256, 4096)]  # QKV, O, gate-up, down, head
+
+
+def graph_us(fn) -> float:
+    fn()  # compile (and autotune) outside the capture
+    torch.cuda.synchronize()
+    return triton.testing.do_bench_cudagraph(fn, rep=50) * 1e3
+
+
+def gemv_rows(dev) -> list[dict]:
+    rows = []
+    for n, k in SHAPES:
+        w16 = torch.randn(n, k, device=dev, dtype=torch.bfloat16)
+        q = torch.randint(-127, 128, (n, k), device=dev, dtype=torch.int8)
+        s = torch.rand(n, device=dev, dtype=torch.bfloat16) * 0.01
+        x = torch.randn(1, k, device=dev, dtype=torch.bfloat16)
+        ref = (x.float() @ q.float().t()) * s.float()
+        row = dict(n=n, k=k, bf16_us=graph_us(lambda: F.linear(x, w16)))
+        for magic in (False, True):
+            best = None
+            for cfg in (c for c in km.gemv_configs() if c["MAGIC"] == magic):
+                y = km.int8_gemv(x, q, s, config=cfg)
+                assert ((y.float() - ref).norm() / ref.norm()).item() < 1e-2, cfg
+                t = graph_us(lambda: km.int8_gemv(x, q, s, config=cfg))
+                if best is None or t < best[0]:
+                    best = (t, cfg)
+            row[f"magic_{magic}_us"], row[f"magic_{magic}_cfg"] = best
+        row["tuned_us"] = graph_us(lambda: km.int8_matmul(x, q, s))
+        row["tuned_TBps"] = n * k / row["tuned_us"] / 1e6
+        print(f"{n:>7} x {k:>5}: bf16 {row['bf16_us']:6.1f} us | convert {row['magic_False_us']:6.1f} | "
+              f"magic {row['magic_True_us']:6.1f} | tuned {row['tuned_us']:6.1f} us ({row['tuned_TBps']:.2f} TB/s, "
+              f"{row['bf16_us'] / row['tuned_us']:.2f}x bf16)", flush=True)
+        rows.append(row)
+    return rows
+
+
+def gated_row(dev) -> dict:
+    n, k = 14336, 4096
+    q = torch.randint(-127, 128, (2 * n, k), device=dev, dtype=torch.int8)
+    s = torch.rand(2 * n, device=dev, dtype=torch.bfloat16) * 0.01
+    x = torch.randn(1, k, device=dev, dtype=torch.bfloat16)
+    act = fused.maybe_compiled("silu_and_mul", fused._silu_and_mul)
+    unfused = graph_us(lambda: act(km.int8_matmul(x, q, s)))
+    gated = graph_us(lambda: km.int8_gemv(x, q, s, gated=True))
+    print(f"gate-up {2 * n} x {k} + activation: GEMV + compiled silu-mul {unfused:6.1f} us, gated GEMV {gated:6.1f} us",
+          flush=True)
+    return dict(unfused_us=unfused, gated_us=gated)
+
+
+def rope_row(dev, t: int = 1) -> dict:
+    h, hkv, d = 32, 8, 128
+    rotary = RotaryEmbedding(d, 131072, 500000.0, None)
+    cos, sin = rotary.cos.to(dev), rotary.sin.to(dev)
+    qkv = torch.randn(t, (h + 2 * hkv) * d, device=dev, dtype=torch.bfloat16)
+    q, k, v = (a.view(t, -1, d) for a in qkv.split([h * d, hkv * d, hkv * d], dim=-1))
+    cache = torch.zeros(2, 4096, hkv, d, device=dev, dtype=torch.bfloat16)
+    slots = torch.arange(t, device=dev) * 7
+    pos = torch.arange(t, device=dev) + 100
+    rope = fused.maybe_compiled("rope", fused._rope)
+
+    def unfused_path():
+        qr, kr = rope(pos, q, k, cos, sin)
+        write_kv(cache[0], slots, kr, 1.0)
+        write_kv(cache[1], slots, v, 1.0)
+        return qr
+
+    unfused = graph_us(unfused_path)
+    one = graph_us(lambda: rope_cache(q, k, v, cache[0], cache[1], slots, pos, cos, sin))
+    print(f"rotary + KV write, {t} token(s): compiled rotary + 2 index_copy_ {unfused:6.1f} us, fused {one:6.1f} us",
+          flush=True)
+    return dict(tokens=t, unfused_us=unfused, fused_us=one)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    dev = torch.device("cuda")
+    fused.enable(True)
+    out = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, gemv=gemv_rows(dev), gated=gated_row(dev),
+               rope=[rope_row(dev, 1), rope_row(dev, 64)])
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

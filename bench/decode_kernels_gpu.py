@@ -3,9 +3,10 @@
 - the int8 GEMV's shipped tiles with each int8 -> float32 conversion (plain convert vs the magic-number
   float), against cuBLAS bf16 for the same shape;
 - the gated gate-up GEMV (silu(gate) * up in the epilogue) against the plain GEMV plus the compiled activation;
-- the fused rotary + KV-cache write against the compiled rotary plus two index_copy_ launches.
+- the fused rotary + KV-cache write against the compiled rotary plus two index_copy_ launches;
+- the int4 Triton kernels (group 128) against PyTorch's tinygemm on the same weights, at 1, 16 and 256 rows.
 
-    python3 bench/decode_kernels_gpu.py [--out decode_kernels.json]   (from the repository root)
+    python3 bench/decode_kernels_gpu.py [--sections int8 rope int4] [--out decode_kernels.json]   (from the repository root)
 """
 
 from __future__ import annotations
@@ -61,6 +62,31 @@ def gemv_rows(dev) -> list[dict]:
     return rows
 
 
+def int4_rows(dev, group: int = 128) -> list[dict]:
+    from fms_worker.kernels import int4_matmul as k4
+    from fms_worker.quantization.int4 import _inner_k_tiles, pack_nibbles, quantize_int4
+
+    rows = []
+    for n, k in SHAPES:
+        q, scale, zero = quantize_int4(torch.randn(n, k, device=dev) * 0.02, group)
+        sz = torch.stack([scale, zero], dim=-1).bfloat16().contiguous()
+        packed = pack_nibbles(q, group)
+        interleaved = (q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8)  # tinygemm's packer input: column 2j high
+        tiny = torch._convert_weight_to_int4pack(interleaved, _inner_k_tiles(k))
+        for m in (1, 16, 256):
+            x = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
+            ref = k4.int4_matmul_ref(x, packed, sz, group)
+            got = k4.int4_matmul(x, packed, sz, group)
+            assert ((got.float() - ref.float()).norm() / ref.float().norm()).item() < 1e-2
+            t_tiny = graph_us(lambda: torch._weight_int4pack_mm(x, tiny, group, sz))
+            t_triton = graph_us(lambda: k4.int4_matmul(x, packed, sz, group))
+            rows.append(dict(n=n, k=k, m=m, tinygemm_us=t_tiny, triton_us=t_triton,
+                             triton_TBps=n * k / 2 / t_triton / 1e6))
+            print(f"int4 {n:>7} x {k:>5}, {m:>3} rows: tinygemm {t_tiny:7.1f} us | triton {t_triton:7.1f} us "
+                  f"({t_tiny / t_triton:.2f}x; {n * k / 2 / t_triton / 1e6:.2f} TB/s of packed weight)", flush=True)
+    return rows
+
+
 def gated_row(dev) -> dict:
     n, k = 14336, 4096
     q = torch.randint(-127, 128, (2 * n, k), device=dev, dtype=torch.int8)
@@ -101,11 +127,17 @@ def rope_row(dev, t: int = 1) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out")
+    ap.add_argument("--sections", nargs="+", default=["int8", "rope", "int4"], choices=["int8", "rope", "int4"])
     args = ap.parse_args()
     dev = torch.device("cuda")
     fused.enable(True)
-    out = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, gemv=gemv_rows(dev), gated=gated_row(dev),
-               rope=[rope_row(dev, 1), rope_row(dev, 64)])
+    out = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__)
+    if "int8" in args.sections:
+        out.update(gemv=gemv_rows(dev), gated=gated_row(dev))
+    if "rope" in args.sections:
+        out["rope"] = [rope_row(dev, 1), rope_row(dev, 64)]
+    if "int4" in args.sections:
+        out["int4"] = int4_rows(dev)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(out, f, indent=1)

@@ -132,29 +132,57 @@ def test_int8_triton_timing_vs_bf16(n, k):
         assert _rel(km.int8_matmul(x, q, scale), x.float() @ w.float().t()) < 0.01
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("group", [32, 64, 128])
 @pytest.mark.parametrize("m", [1, 7, 256])
-def test_int4_tinygemm(w, group, m):
-    x = torch.randn(m, 4096, device=CUDA, dtype=torch.bfloat16)
-    layer = _layer(Int4LinearMethod(group), w)
-    assert layer.int4_kernel == "cuda"
-    q, scale, zero = quantize_int4(w.bfloat16(), group)
-    ref = x.float() @ dequantize_int4(q, scale.bfloat16(), zero.bfloat16(), group).t()
+def test_int4_triton(w, group, m, dtype):
+    x = torch.randn(m, 4096, device=CUDA, dtype=dtype)
+    layer = _layer(Int4LinearMethod(group), w, dtype)
+    assert layer.int4_kernel == "triton"
+    q, scale, zero = quantize_int4(w.to(dtype), group)
+    ref = x.float() @ dequantize_int4(q, scale.to(dtype), zero.to(dtype), group).t()
     assert _rel(layer(x), ref) < 0.01  # the kernel computes exactly our layout (nibble order, zero convention)
+    logits = layer.quant_method.apply_float32(layer, x)
+    assert logits.dtype == torch.float32 and _rel(logits, ref) < 2e-3
+
+
+def test_int4_every_config():
+    """Every GEMV and tile candidate (the autotuner only ever runs its winner), bf16, 8B-like widths."""
+    from fms_worker.kernels import int4_matmul as k4
+    from fms_worker.quantization.int4 import pack_nibbles
+
+    g = torch.Generator(device=CUDA).manual_seed(0)
+    for group in (64, 128):
+        q, scale, zero = quantize_int4(torch.randn(1000, 4096, device=CUDA, generator=g) * 0.02, group)
+        packed, sz = pack_nibbles(q, group), torch.stack([scale, zero], dim=-1).bfloat16().contiguous()
+        for m, cfgs in ((1, k4.gemv_configs(group)), (5, k4.tile_configs(16)), (40, k4.tile_configs(64)),
+                        (300, k4.tile_configs(512))):
+            x = torch.randn(m, 4096, device=CUDA, generator=g).bfloat16()
+            ref = k4.int4_matmul_ref(x, packed, sz, group)
+            for cfg in cfgs:
+                assert _rel(k4.int4_matmul(x, packed, sz, group, config=cfg), ref) < 0.01, (group, m, cfg)
+        gate, up = k4.int4_matmul_ref(x[:1], packed, sz, group).float().chunk(2, dim=-1)
+        for cfg in k4.gemv_configs(group):
+            got = k4.int4_gemv(x[:1].contiguous(), packed, sz, group, config=cfg, gated=True)
+            assert _rel(got, F.silu(gate) * up) < 0.01, cfg
 
 
 def test_int4_merged_odd_width():
-    """SmolLM2-like width 576: padded to the group size, still on tinygemm."""
+    """SmolLM2-like width 576: padded to the group size, still on the Triton kernels; gated for one row."""
     gate, up = (torch.randn(1536, 576, device=CUDA) * 0.04 for _ in range(2))
     method = Int4LinearMethod(128)
     with torch.device(CUDA):
-        layer = MergedColumnParallelLinear(576, [1536, 1536], params_dtype=torch.bfloat16, quant_method=method)
+        layer = MergedColumnParallelLinear(576, [1536, 1536], params_dtype=torch.bfloat16, quant_method=method,
+                                           gated=True)
     layer.weight.weight_loader(layer.weight, gate, 0)
     layer.weight.weight_loader(layer.weight, up, 1)
     method.process_weights_after_loading(layer)
-    assert layer.int4_kernel == "cuda" and layer.int4_k_pad == 64
-    x = torch.randn(5, 576, device=CUDA, dtype=torch.bfloat16)
-    assert _rel(layer(x), x.float() @ torch.cat([gate, up]).t()) < 0.15
+    assert layer.int4_kernel == "triton" and layer.int4_k_pad == 64
+    for m in (1, 5):
+        x = torch.randn(m, 576, device=CUDA, dtype=torch.bfloat16)
+        dense = x.float() @ torch.cat([gate, up]).t()
+        assert _rel(method.apply(layer, x, None), dense) < 0.15
+        assert _rel(layer(x), F.silu(dense[:, :1536]) * dense[:, 1536:]) < 0.2
 
 
 @pytest.mark.skipif(torch.cuda.is_available() and fp8_unsupported_reason(CUDA) is not None, reason="needs sm89+")

@@ -29,15 +29,13 @@ import functools
 
 import torch
 
+from fms_worker.kernels.tuning import GEMV_MAX_M, m_bucket, short_bench
+
 try:
     import triton
     import triton.language as tl
 except ImportError:  # CPU-only installs
     triton = None
-
-
-def triton_available() -> bool:
-    return triton is not None
 
 
 def int8_matmul_ref(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None):
@@ -46,13 +44,6 @@ def int8_matmul_ref(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias:
     if bias is not None:
         y = y + bias.float()
     return y.to(x.dtype)
-
-
-def m_bucket(m: int) -> int:
-    """The autotuning key for M: every batch up to 16 shares the 16-row tiles, then powers of two."""
-    if m <= 16:
-        return 16
-    return min(1 << (m - 1).bit_length(), 4096)
 
 
 def _cfg(bm, bn, bk, warps, stages):
@@ -206,9 +197,6 @@ if triton is not None:
                               num_warps=c["num_warps"], num_stages=c["num_stages"])
                 for c in candidates(a["M"], a["N"], a["K"], _sm_count(a["X"].device))]
 
-    def _bench(fn, quantiles):  # shorter than the default 25 + 100 ms: ~30 ms a compiled config
-        return triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles)
-
     _int8_mm = triton.heuristics({"EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0})(_int8_mm_kernel)
     _int8_mm_tuned = triton.autotune(
         # Placeholders: `_prune` hands out the shape's own `candidates` (the list needs two entries to tune).
@@ -216,12 +204,10 @@ if triton is not None:
         key=["M_BUCKET", "N", "K"],
         prune_configs_by={"early_config_prune": _prune},
         post_hook=lambda args, exception: exception is None and _sum_splits(args),  # time the split's sum too
-        do_bench=_bench,
+        do_bench=short_bench,
         cache_results=True,  # kept in the Triton cache dir, so later starts skip the timing
     )(_int8_mm)
 
-
-GEMV_MAX_M = 1  # one row: the CUDA-core kernel below; from two rows on, the tensor-core tiles (faster there)
 
 # (BLOCK_N, BLOCK_K, warps, stages): a program reads BLOCK_N weight rows in BLOCK_K-byte strips, `stages` strips
 # in flight. Swept on H200 over 92 tiles, stage counts and K splits (8B shapes): these won; K splits never did.
@@ -300,7 +286,7 @@ if triton is not None:
             configs=[triton.Config({"BLOCK_N": c["BLOCK_N"], "BLOCK_K": c["BLOCK_K"], "STAGES": c["num_stages"],
                                     "MAGIC": c["MAGIC"]}, num_warps=c["num_warps"]) for c in gemv_configs()],
             key=["N", "K"],
-            do_bench=_bench,
+            do_bench=short_bench,
             cache_results=True,
         )(_int8_gemv)
 

@@ -2,12 +2,15 @@
 
     w[n, k] ~= (q[n, k] - 8) * scale[g, n] + zero[g, n],  q in [0, 15], g = k // group_size
 
-That is the layout of PyTorch's tinygemm kernels (`_weight_int4pack_mm` on
-CUDA, `_weight_int4pack_mm_for_cpu` on CPU), which take the scales and zeros
-interleaved as one [K / group, N, 2] tensor. The CUDA kernel needs bfloat16
-activations; anything it cannot take falls back to dequantize + matmul.
-Input widths that the group size does not divide (SmolLM2's 576) are padded
-with zero columns, which contribute nothing to the product.
+Scales and zeros are kept interleaved as one [K / group, N, 2] tensor (the
+layout of PyTorch's tinygemm kernels). On CUDA the codes are packed two per
+byte, [N, K / 2], for the Triton kernels of `fms_worker.kernels.int4_matmul`
+(bf16/fp16 activations; on the 8B shapes on H200 they beat PyTorch's tinygemm
+`_weight_int4pack_mm` 1.7x at 16 rows and 9x at 256, and lose 1.5x at one row:
+see docs/benchmarks.md). On CPU
+`_weight_int4pack_mm_for_cpu` runs on its own packing; anything else falls back
+to dequantize + matmul. Input widths that the group size does not divide
+(SmolLM2's 576) are padded with zero columns, which contribute nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fms_worker.quantization.staged import StagedLinearMethod, set_param
+from fms_worker.kernels.int4_matmul import int4_gemv, int4_matmul
+from fms_worker.kernels.tuning import triton_available
+from fms_worker.quantization.staged import set_param
+from fms_worker.quantization.tuned import TunedLinearMethod
 
 
 def quantize_int4(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -35,14 +41,18 @@ def dequantize_int4(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, gr
     return ((qg - 8.0) * scale.t()[..., None].float() + zero.t()[..., None].float()).reshape(n, k)
 
 
-def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
-    """[N, K] int 0..15 -> [N, K/2] uint8, even column in the high nibble (the CUDA packer's input)."""
-    return (q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8)
+def pack_nibbles(q: torch.Tensor, group: int) -> torch.Tensor:
+    """[N, K] int 0..15 -> [N, K/2] uint8. Within each group of columns, byte j holds column j in its low
+    nibble and column j + group/2 in its high one, so a kernel reads the activations of both nibbles as
+    two contiguous runs."""
+    n, k = q.shape
+    halves = q.reshape(n, k // group, 2, group // 2).to(torch.int32)
+    return (halves[:, :, 0] | halves[:, :, 1] << 4).reshape(n, k // 2).to(torch.uint8)
 
 
-def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
-    p = packed.to(torch.int32)
-    return torch.stack([p >> 4, p & 0xF], dim=-1).reshape(packed.shape[0], -1)
+def unpack_nibbles(packed: torch.Tensor, group: int) -> torch.Tensor:
+    p = packed.to(torch.int32).reshape(packed.shape[0], -1, group // 2)
+    return torch.stack([p & 0xF, p >> 4], dim=2).reshape(packed.shape[0], -1)
 
 
 def _inner_k_tiles(k: int) -> int | None:
@@ -52,7 +62,7 @@ def _inner_k_tiles(k: int) -> int | None:
     return None
 
 
-class Int4LinearMethod(StagedLinearMethod):
+class Int4LinearMethod(TunedLinearMethod):
     def __init__(self, group_size: int = 128, quantize_lm_head: bool = True):
         if group_size not in (32, 64, 128):
             raise ValueError(f"int4 group size {group_size} is not supported; use 32, 64 or 128")
@@ -73,12 +83,10 @@ class Int4LinearMethod(StagedLinearMethod):
         layer.int4_k_pad = k_pad
         kernel = self._kernel(weight, n, k + k_pad)
         layer.int4_kernel = kernel
-        if kernel == "cuda":
-            packed = torch._convert_weight_to_int4pack(pack_nibbles(q), _inner_k_tiles(k + k_pad))
-        elif kernel == "cpu":
+        if kernel == "cpu":
             packed = torch._convert_weight_to_int4pack_for_cpu(q, _inner_k_tiles(k + k_pad) or 2)
         else:
-            packed = pack_nibbles(q)  # [N, K/2], unpacked per call
+            packed = pack_nibbles(q, g)  # [N, K/2]: the Triton kernels' layout, unpacked per call by the fallback
         set_param(layer, "qweight", packed)
         set_param(layer, "scales_and_zeros", torch.stack([scale, zero], dim=-1).to(weight.dtype))  # [K/G, N, 2]
 
@@ -86,22 +94,52 @@ class Int4LinearMethod(StagedLinearMethod):
     def _kernel(weight: torch.Tensor, n: int, k: int) -> str:
         if weight.device.type == "cpu":
             return "cpu" if n % 16 == 0 else "dequant"  # the CPU packer needs N divisible by 16
-        if weight.device.type == "cuda" and weight.dtype == torch.bfloat16 and n % 8 == 0 and _inner_k_tiles(k):
-            return "cuda"
+        if weight.device.type == "cuda" and triton_available() and weight.dtype in (torch.bfloat16, torch.float16):
+            return "triton"
         return "dequant"
+
+    def _rows(self, layer, x):
+        """x [..., K] -> [T, K + pad] contiguous rows, as the kernels take them."""
+        x2 = x.reshape(-1, x.shape[-1])
+        if layer.int4_k_pad:
+            x2 = F.pad(x2, (0, layer.int4_k_pad))
+        return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+    def _triton_ok(self, layer, x) -> bool:
+        return layer.int4_kernel == "triton" and x.dtype == layer.scales_and_zeros.dtype
+
+    def apply_float32(self, layer, x):
+        """The kernels write their float32 accumulators unrounded (LM-head logits without bf16 ties)."""
+        if self._triton_ok(layer, x):
+            y = int4_matmul(self._rows(layer, x), layer.qweight, layer.scales_and_zeros, self.group_size,
+                            out_dtype=torch.float32)
+            return y.reshape(*x.shape[:-1], -1)
+        return super().apply_float32(layer, x)
+
+    def apply_silu_mul(self, layer, x, bias):
+        """One row (decode at batch 1): the GEMV reads gate and up rows together and writes silu(gate) * up."""
+        if self._triton_ok(layer, x) and bias is None and x.numel() == x.shape[-1]:
+            y = int4_gemv(self._rows(layer, x), layer.qweight, layer.scales_and_zeros, self.group_size, gated=True)
+            return y.reshape(*x.shape[:-1], -1)
+        return super().apply_silu_mul(layer, x, bias)
+
+    def warm_up_input(self, layer):
+        if layer.int4_kernel != "triton":
+            return None
+        sz = layer.scales_and_zeros
+        return torch.zeros(1, layer.qweight.shape[1] * 2 - layer.int4_k_pad, dtype=sz.dtype, device=sz.device)
 
     def apply(self, layer, x, bias):
         shape = x.shape
-        x2 = x.reshape(-1, shape[-1])
-        if layer.int4_k_pad:
-            x2 = F.pad(x2, (0, layer.int4_k_pad))
+        x2 = self._rows(layer, x)
         sz = layer.scales_and_zeros
-        if layer.int4_kernel == "cuda":
-            y = torch._weight_int4pack_mm(x2, layer.qweight, self.group_size, sz)
+        if self._triton_ok(layer, x):
+            y = int4_matmul(x2, layer.qweight, sz, self.group_size)
         elif layer.int4_kernel == "cpu":
             y = torch._weight_int4pack_mm_for_cpu(x2, layer.qweight, self.group_size, sz.to(x.dtype))
-        else:
-            w = dequantize_int4(unpack_nibbles(layer.qweight), sz[..., 0], sz[..., 1], self.group_size)
+        else:  # dequant, or activations of another dtype than the Triton kernels were set up for
+            w = dequantize_int4(unpack_nibbles(layer.qweight, self.group_size), sz[..., 0], sz[..., 1],
+                                self.group_size)
             y = F.linear(x2, w.to(x.dtype))
         y = y.reshape(*shape[:-1], -1)
         return y + bias if bias is not None else y

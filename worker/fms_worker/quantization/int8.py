@@ -16,8 +16,10 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from fms_worker.kernels.int8_matmul import GEMV_MAX_M, int8_gemv, int8_matmul, m_bucket, triton_available
-from fms_worker.quantization.staged import StagedLinearMethod, set_param
+from fms_worker.kernels.int8_matmul import int8_gemv, int8_matmul
+from fms_worker.kernels.tuning import triton_available
+from fms_worker.quantization.staged import set_param
+from fms_worker.quantization.tuned import TunedLinearMethod
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,7 +57,7 @@ def int8_kernel_for(weight: torch.Tensor) -> str:
     return "dequant"
 
 
-class Int8LinearMethod(StagedLinearMethod):
+class Int8LinearMethod(TunedLinearMethod):
     """Also quantizes an untied LM head (per-row scales keep each logit's error to its own row)."""
 
     def __init__(self, use_kernel: bool | None = None):
@@ -94,21 +96,10 @@ class Int8LinearMethod(StagedLinearMethod):
             return y.reshape(*x.shape[:-1], -1)
         return super().apply_silu_mul(layer, x, bias)
 
-    def warm_up(self, layer, max_rows, float32_out=False):
-        """The Triton kernel autotunes per (row bucket, N, K, dtypes) on first use (one 8B batch-1 request that
-        hit a new bucket took 1.4 s longer): done here for every bucket a step can hit, so no request waits
-        for it (the choices persist in Triton's cache dir)."""
+    def warm_up_input(self, layer):
         if layer.int8_kernel != "triton":
-            return
-        x = torch.zeros(1, layer.qweight.shape[1], dtype=layer.scales.dtype, device=layer.qweight.device)
-        for rows in warm_up_rows(max_rows):
-            xs = x.expand(rows, -1).contiguous()
-            if float32_out:
-                self.apply_float32(layer, xs)
-            elif getattr(layer, "gated", False) and rows == GEMV_MAX_M:
-                self.apply_silu_mul(layer, xs, None)  # what a gated layer runs for one row
-            else:
-                self.apply(layer, xs, None)
+            return None
+        return torch.zeros(1, layer.qweight.shape[1], dtype=layer.scales.dtype, device=layer.qweight.device)
 
     def apply_float32(self, layer, x):
         """The kernel writes its float32 accumulator unrounded (LM-head logits without bf16 ties)."""
@@ -124,16 +115,3 @@ class Int8LinearMethod(StagedLinearMethod):
             x2 = x2.contiguous()
         return int8_matmul(x2, layer.qweight, layer.scales, bias, out_dtype=out_dtype).reshape(*shape[:-1], -1)
 
-
-def warm_up_rows(max_rows: int) -> list[int]:
-    """One row count per autotuning bucket up to `max_rows`: the GEMV's single row, then each tile bucket's top
-    (the last one cut to `max_rows`)."""
-    rows = [GEMV_MAX_M] if max_rows >= GEMV_MAX_M else []
-    m = GEMV_MAX_M + 1
-    while m <= max_rows:
-        bucket = m_bucket(m)
-        rows.append(min(bucket, max_rows))
-        if bucket >= m_bucket(max_rows):
-            break
-        m = bucket + 1
-    return rows

@@ -25,8 +25,9 @@ def get_linear_method(precision: PrecisionConfig, device: torch.device | None = 
     if precision.quantization == "int8":
         return Int8LinearMethod()
     if precision.quantization == "int4":
-        if device is not None and device.type == "cuda" and precision.dtype != "bfloat16":
-            raise ValueError("int4 on CUDA runs tinygemm kernels that need bfloat16 activations; set precision.dtype bfloat16")
+        if device is not None and device.type == "cuda" and precision.dtype not in ("bfloat16", "float16"):
+            raise ValueError("int4 on CUDA runs Triton kernels for bfloat16 or float16 activations; "
+                             "set precision.dtype bfloat16")
         fmt = packed_format(hf_config) if hf_config is not None else None
         return Int4LinearMethod(_int4_group_size(precision, fmt), quantize_lm_head=fmt is None)
     if precision.quantization == "fp8":

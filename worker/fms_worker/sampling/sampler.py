@@ -12,6 +12,27 @@ import torch
 from fms_worker.sampling.batch import SamplingBatch
 
 
+def argmax_rows(x: torch.Tensor, chunks: int | None = None) -> torch.Tensor:
+    """x.argmax(dim=-1) for [S, V], the same indices (the first maximum), in two passes on CUDA.
+
+    One row of 128k logits is one block's reduction for PyTorch's argmax: 36 us of a 3.1 ms int8 decode
+    step on H200. Here each of C chunks of the row finds its first maximum in parallel, then the first
+    chunk holding the row's maximum gives the index."""
+    s, v = x.shape
+    if chunks is None:  # tests pass their own
+        chunks = _chunks(v) if x.is_cuda and s <= 64 else 1
+    if chunks == 1:
+        return x.argmax(dim=-1)
+    best, where = x.view(s, chunks, v // chunks).max(dim=-1)  # [S, C]: first maximum of each chunk
+    c = best.argmax(dim=-1, keepdim=True)  # the first chunk holding the row's maximum
+    return (c * (v // chunks) + where.gather(1, c)).squeeze(1)
+
+
+def _chunks(v: int) -> int:
+    """The largest divisor of v up to 512 that leaves chunks of at least 128, or 1."""
+    return next((c for c in range(min(512, v // 128), 15, -1) if v % c == 0), 1)
+
+
 @dataclass
 class SamplerOutput:
     token_ids: torch.Tensor  # [S]
@@ -27,11 +48,11 @@ class Sampler:
         raw_logprobs = torch.log_softmax(logits, dim=-1) if batch.num_logprobs >= 0 else None
         logits = self._penalize(logits, batch)
         if batch.all_greedy:
-            sampled = logits.argmax(dim=-1)
+            sampled = argmax_rows(logits)
         else:
             probs = self._probs(logits, batch)
             drawn = self._draw(probs, batch.generators)
-            sampled = torch.where(batch.greedy, logits.argmax(dim=-1), drawn)
+            sampled = torch.where(batch.greedy, argmax_rows(logits), drawn)
         if raw_logprobs is None:
             return SamplerOutput(sampled, None, None, None)
         chosen = raw_logprobs.gather(1, sampled.unsqueeze(1)).squeeze(1)

@@ -6,6 +6,7 @@ import torch
 
 from fms_worker.engine.types import SamplingParams
 from fms_worker.sampling import Sampler, SamplingBatch
+from fms_worker.sampling.sampler import _chunks, argmax_rows
 
 V = 8
 
@@ -89,3 +90,16 @@ def test_logprobs_top_n_and_chosen():
 def test_no_logprobs_requested_returns_none():
     out = run([LOGITS], SamplingParams(temperature=0.0))
     assert out.chosen_logprobs is None and out.top_ids is None
+
+
+def test_two_pass_argmax_picks_the_same_first_maximum():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 128256, generator=g)
+    x[1, 1000] = x[1, 90000] = 50.0  # a tie across chunks: the first one wins, as argmax's
+    x[2, 7] = x[2, 9] = 60.0  # a tie inside one chunk
+    x[3, -1] = 70.0  # the very last column
+    x[4] = 0.0  # all equal: index 0
+    for chunks in (_chunks(128256), 3, 16):
+        assert torch.equal(argmax_rows(x, chunks), x.argmax(dim=-1)), chunks
+    assert argmax_rows(x, _chunks(128256)).tolist()[1:] == [1000, 7, 128255, 0]
+    assert _chunks(128256) == 501 and _chunks(97) == 1  # too short to split: one pass

@@ -10,12 +10,13 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from fms_worker.kernels.int8_matmul import m_bucket
+from fms_worker.kernels.tuning import m_bucket
 from fms_worker.layers.embedding import ParallelLMHead
 from fms_worker.layers.linear import MergedColumnParallelLinear, RowParallelLinear
 from fms_worker.model_runner.runner import ModelRunner
 from fms_worker.quantization import int8
-from fms_worker.quantization.int8 import Int8LinearMethod, warm_up_rows
+from fms_worker.quantization.int8 import Int8LinearMethod
+from fms_worker.quantization.tuned import warm_up_rows
 
 
 def test_warm_up_rows_cover_every_bucket_once():

@@ -43,11 +43,12 @@ def test_int4_constant_group_is_exact():
 
 
 def test_nibble_packing_round_trips():
-    q = torch.randint(0, 16, (8, 64), dtype=torch.int32)
-    packed = pack_nibbles(q)
-    assert packed.shape == (8, 32) and packed.dtype == torch.uint8
-    assert torch.equal(unpack_nibbles(packed), q)
-    assert packed[0, 0] == q[0, 0] * 16 + q[0, 1]
+    q = torch.randint(0, 16, (8, 128), dtype=torch.int32)
+    packed = pack_nibbles(q, 32)
+    assert packed.shape == (8, 64) and packed.dtype == torch.uint8
+    assert torch.equal(unpack_nibbles(packed, 32), q)
+    # group 0: byte 0 = column 0 (low) + column 16 (high); group 1 starts at byte 16 with column 32
+    assert packed[0, 0] == q[0, 0] + q[0, 16] * 16 and packed[0, 16] == q[0, 32] + q[0, 48] * 16
 
 
 def test_fp8_rows_scale_each_row_to_the_fp8_range():

@@ -1,0 +1,263 @@
+"""Weight-only int4 matmul with group-wise scales and zero points (the layout of quantization/int4.py):
+
+    w[n, k] = (q[n, k] - 8) * s[g, n] + z[g, n],  q in 0..15, g = k // group
+    q packed [N, K/2] uint8: in group g, byte j holds column g*group + j (low nibble) and column
+      g*group + group/2 + j (high nibble), so each nibble's activations are one contiguous run
+    sz [K/group, N, 2] = (s, z)
+    y [M, N] = x [M, K] @ w.T in x's dtype (bf16/fp16; float32 for LM-head logits; float32 x for the interpreter)
+
+PyTorch's tinygemm (`_weight_int4pack_mm`) read the 8B decode weights at ~2.2 TB/s on H200, half of the
+copy bandwidth, so int4 decoded no faster than the int8 GEMV despite half the bytes. Two kernels here:
+
+- one row (decode at batch 1): a CUDA-core GEMV like the int8 one (per-lane float32 partial sums over a
+  software-pipelined K loop). A program reads `GPS` whole groups per step, so each weight needs one scale
+  and zero without any per-step reduction. Nibbles become floats by the magic-number trick (OR the nibble
+  into the mantissa of 2^23, subtract), not by the I2F instruction Hopper issues at a quarter rate. GATED
+  reads a gated MLP's gate and up rows and writes silu(gate) * up.
+- more rows: tensor-core tiles; each K step is one group: its low and high nibbles are dequantized to
+  the activation dtype in registers ([BLOCK_N, group/2] each) and multiplied with the two halves of the
+  group's activations, accumulating in float32 (the product of the rounded dequantized weight, as the
+  dense reference computes it).
+
+Both autotune on first use per (row bucket, N, K, group); the engine makes those first calls at start-up.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fms_worker.kernels.tuning import GEMV_MAX_M, m_bucket, short_bench
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs
+    triton = None
+
+
+def int4_matmul_ref(x, packed, sz, group: int, out_dtype=None):
+    """Plain torch: dequantize (rounded to x's dtype, as the tiles do), multiply in float32."""
+    p = packed.to(torch.int32).reshape(packed.shape[0], -1, group // 2)
+    q = torch.stack([p & 0xF, p >> 4], dim=2).reshape(packed.shape[0], -1).float()  # [N, K]
+    s = sz[..., 0].float().t().repeat_interleave(group, dim=1)  # [N, K]
+    z = sz[..., 1].float().t().repeat_interleave(group, dim=1)
+    w = ((q - 8.0) * s + z).to(x.dtype)
+    return (x.float() @ w.float().t()).to(out_dtype or x.dtype)
+
+
+# GEMV candidates: (BLOCK_N, groups per step, warps, stages). Groups per step x group = weights per step.
+_GEMV = [(8, 4, 4, 3), (8, 8, 4, 3), (16, 4, 4, 3), (16, 8, 8, 3), (4, 16, 4, 3), (32, 4, 8, 3)]
+
+
+def gemv_configs(group: int) -> list[dict]:
+    """The GEMV's candidate tiles for a group size (a step covers 512-2048 weights of a row)."""
+    out = []
+    for bn, gps, warps, stages in _GEMV:
+        gps = max(1, gps * 128 // group)  # the same bytes per step for every group size
+        out.append(dict(BLOCK_N=bn, GPS=gps, num_warps=warps, num_stages=stages))
+    return out
+
+
+def _tile(bm, bn, warps, stages):
+    return dict(BLOCK_M=bm, BLOCK_N=bn, GROUP_N=8, num_warps=warps, num_stages=stages)
+
+
+# (BLOCK_N, warps, stages) for up to 64 rows; (BLOCK_M, BLOCK_N, warps, stages) beyond. A K step is one group.
+_DECODE = [(32, 4, 4), (64, 4, 4), (128, 4, 3), (64, 4, 3)]
+_WIDE = [(64, 4, 4), (128, 4, 3), (128, 8, 3)]
+_PREFILL = [(128, 128, 4, 4), (128, 256, 8, 3), (64, 128, 4, 4), (128, 64, 4, 4), (256, 128, 8, 3)]
+
+
+def tile_configs(bucket: int) -> list[dict]:
+    """Tensor-core tiles for one row bucket."""
+    if bucket <= 16:
+        return [_tile(16, *c) for c in _DECODE]
+    if bucket <= 64:
+        return [_tile(bucket, *c) for c in _WIDE]
+    return [_tile(*c) for c in _PREFILL]
+
+
+if triton is not None:
+
+    @triton.jit
+    def _dequant(nibble, s, z):
+        """nibble (int32, 0..15) -> (nibble - 8) * s + z in float32: 0x4B000000 | q is the float 2^23 + q."""
+        return ((nibble | 0x4B000000).to(tl.float32, bitcast=True) - 8388616.0) * s + z
+
+    @triton.jit
+    def _row_dot(q_ptr, sz_ptr, x_lo, x_hi, g_ok, EVEN: tl.constexpr):
+        """One K step of one set of rows: [BLOCK_N, GPS, GROUP / 2] products, both nibbles of each byte
+        (x_lo, x_hi: the activations of the low and high nibbles)."""
+        if EVEN:
+            b = tl.load(q_ptr).to(tl.int32)
+            s = tl.load(sz_ptr).to(tl.float32)
+            z = tl.load(sz_ptr + 1).to(tl.float32)
+        else:
+            b = tl.load(q_ptr, mask=g_ok, other=0).to(tl.int32)
+            s = tl.load(sz_ptr, mask=g_ok, other=0.0).to(tl.float32)
+            z = tl.load(sz_ptr + 1, mask=g_ok, other=0.0).to(tl.float32)
+        return _dequant(b & 0xF, s, z) * x_lo + _dequant(b >> 4, s, z) * x_hi
+
+    @triton.jit
+    def _int4_gemv_kernel(X, Q, SZ, Y, N, K, stride_qn, GROUP: tl.constexpr, GATED: tl.constexpr,
+                          EVEN: tl.constexpr, BLOCK_N: tl.constexpr, GPS: tl.constexpr, STAGES: tl.constexpr):
+        """GPS groups a step: [BLOCK_N, GPS, GROUP / 2] bytes, scales [BLOCK_N, GPS, 1]."""
+        HB: tl.constexpr = GROUP // 2
+        pid = tl.program_id(0)
+        rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_ok = rn < N
+        rows = (rn % N)[:, None, None]  # rows past N read row n % N and are dropped at the store
+        nsz = 2 * N if GATED else N  # rows of sz
+        gi = tl.arange(0, GPS)[None, :, None]
+        rb = tl.arange(0, HB)[None, None, :]
+        # Pointers of the first step, advanced per step: [BLOCK_N, GPS, HB] bytes, [BLOCK_N, GPS, 1] scales.
+        q_ptr = Q + rows.to(tl.int64) * stride_qn + (gi * HB + rb)
+        up_ptr = Q + (rows + N).to(tl.int64) * stride_qn + (gi * HB + rb)
+        sz_ptr = SZ + (gi.to(tl.int64) * nsz + rows) * 2
+        up_sz_ptr = sz_ptr + N * 2
+        x_ptr = X + gi * GROUP + rb  # [1, GPS, HB]: the low nibbles' columns; + HB: the high ones'
+        acc = tl.zeros([BLOCK_N, GPS, HB], dtype=tl.float32)
+        acc_up = tl.zeros([BLOCK_N, GPS, HB], dtype=tl.float32)
+        for k in tl.range(0, K, GPS * GROUP, num_stages=STAGES):
+            g_ok = (k // GROUP + gi) < K // GROUP
+            if EVEN:
+                x_lo = tl.load(x_ptr).to(tl.float32)
+                x_hi = tl.load(x_ptr + HB).to(tl.float32)
+            else:
+                x_lo = tl.load(x_ptr, mask=g_ok, other=0.0).to(tl.float32)
+                x_hi = tl.load(x_ptr + HB, mask=g_ok, other=0.0).to(tl.float32)
+            acc += _row_dot(q_ptr, sz_ptr, x_lo, x_hi, g_ok, EVEN)
+            if GATED:
+                acc_up += _row_dot(up_ptr, up_sz_ptr, x_lo, x_hi, g_ok, EVEN)
+                up_ptr += GPS * HB
+                up_sz_ptr += GPS * nsz * 2
+            q_ptr += GPS * HB
+            sz_ptr += GPS * nsz * 2
+            x_ptr += GPS * GROUP
+        out = tl.sum(tl.sum(acc, axis=2), axis=1)
+        if GATED:
+            up = tl.sum(tl.sum(acc_up, axis=2), axis=1)
+            out = out / (1.0 + tl.exp(-out)) * up
+        tl.store(Y + rn, out.to(Y.dtype.element_ty), mask=n_ok)
+
+    @triton.jit
+    def _int4_mm_kernel(X, Q, SZ, Y, M, N, K, stride_xm, stride_qn, stride_ym, M_BUCKET, GROUP: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_N: tl.constexpr):
+        HB: tl.constexpr = GROUP // 2
+        pid = tl.program_id(0)
+        grid_n = tl.cdiv(N, BLOCK_N)
+        grid_m = tl.cdiv(M, BLOCK_M)
+        width = GROUP_N * grid_m  # consecutive programs walk the token tiles of GROUP_N weight tiles (L2 reuse)
+        first_n = (pid // width) * GROUP_N
+        group_size = tl.minimum(grid_n - first_n, GROUP_N)
+        pid_n = first_n + (pid % width) % group_size
+        pid_m = (pid % width) // group_size
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        rows = rn % N
+        m_ok = rm < M
+        q_ptr = Q + rows.to(tl.int64)[:, None] * stride_qn + tl.arange(0, HB)[None, :]  # [BLOCK_N, HB]
+        x_ptr = X + rm.to(tl.int64)[None, :] * stride_xm + tl.arange(0, HB)[:, None]  # x^T [HB, BLOCK_M]
+        sz_ptr = SZ + rows.to(tl.int64) * 2
+        acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+        for k in range(0, K, GROUP):  # one group a step (K is a multiple of GROUP)
+            b = tl.load(q_ptr).to(tl.int32)
+            g_off = (k // GROUP) * N * 2  # < 2^31 for any real shape (448 groups x 128256 rows x 2)
+            s = tl.load(sz_ptr + g_off).to(tl.float32)[:, None]
+            z = tl.load(sz_ptr + g_off + 1).to(tl.float32)[:, None]
+            x_lo = tl.load(x_ptr, mask=m_ok[None, :], other=0.0)
+            x_hi = tl.load(x_ptr + HB, mask=m_ok[None, :], other=0.0)
+            acc = tl.dot(_dequant(b & 0xF, s, z).to(x_lo.dtype), x_lo, acc)
+            acc = tl.dot(_dequant(b >> 4, s, z).to(x_lo.dtype), x_hi, acc)
+            q_ptr += HB
+            x_ptr += GROUP
+        y_ptr = Y + rm.to(tl.int64)[None, :] * stride_ym + rn[:, None]
+        tl.store(y_ptr, acc.to(Y.dtype.element_ty), mask=(rn < N)[:, None] & m_ok[None, :])
+
+    def _gemv_prune(configs, named_args, **kwargs):
+        return [triton.Config({"BLOCK_N": c["BLOCK_N"], "GPS": c["GPS"], "STAGES": c["num_stages"]},
+                              num_warps=c["num_warps"]) for c in gemv_configs(kwargs["GROUP"])]  # constexprs: kwargs
+
+    def _gemv_tuner():
+        return triton.autotune(
+            configs=[triton.Config({"BLOCK_N": 8}), triton.Config({"BLOCK_N": 16})],  # placeholders: see _gemv_prune
+            key=["N", "K", "GROUP"],
+            prune_configs_by={"early_config_prune": _gemv_prune},
+            do_bench=short_bench,
+            cache_results=True,
+        )(triton.heuristics({"EVEN": lambda a: (a["K"] // a["GROUP"]) % a["GPS"] == 0})(_int4_gemv_kernel))
+
+    _int4_gemv_tuned = _gemv_tuner()
+    _int4_gemv_gated_tuned = _gemv_tuner()  # its own choices: a program reads twice the rows
+
+    def _mm_prune(configs, named_args, **kwargs):
+        return [triton.Config({k: v for k, v in c.items() if not k.startswith("num_")}, num_warps=c["num_warps"],
+                              num_stages=c["num_stages"])
+                for c in tile_configs(m_bucket(named_args["M"]))]
+
+    _int4_mm_tuned = triton.autotune(
+        configs=[triton.Config({"BLOCK_M": 16}), triton.Config({"BLOCK_M": 64})],  # placeholders: see _mm_prune
+        key=["M_BUCKET", "N", "K", "GROUP"],
+        prune_configs_by={"early_config_prune": _mm_prune},
+        do_bench=short_bench,
+        cache_results=True,
+    )(_int4_mm_kernel)
+
+
+def _check(x, packed, sz, group):
+    m, k = x.shape
+    n = packed.shape[0]
+    if (packed.shape != (n, k // 2) or packed.dtype != torch.uint8 or k % group or sz.shape != (k // group, n, 2)
+            or x.stride(1) != 1 or not packed.is_contiguous() or not sz.is_contiguous()):
+        raise ValueError(f"int4_matmul: x {tuple(x.shape)} stride {x.stride()}, packed {tuple(packed.shape)} "
+                         f"{packed.dtype}, sz {tuple(sz.shape)}, group {group}")
+
+
+def int4_gemv(x, packed, sz, group: int, *, config: dict | None = None, out_dtype=None, gated: bool = False):
+    """One row of x. gated: packed [2N, K/2] holds a gated MLP's gate rows then its up rows; returns
+    silu(x @ gate.T) * (x @ up.T), [1, N]. `config` (tests): an entry of `gemv_configs(group)`."""
+    if triton is None:
+        raise RuntimeError("int4_gemv needs triton")
+    _check(x, packed, sz, group)
+    m, k = x.shape
+    if m != GEMV_MAX_M:
+        raise ValueError(f"int4_gemv takes {GEMV_MAX_M} row, got {m}")
+    n = packed.shape[0] // 2 if gated else packed.shape[0]
+    if gated and packed.shape[0] % 2:
+        raise ValueError(f"gated int4_gemv takes an even row count, got {packed.shape[0]}")
+    y = torch.empty(1, n, dtype=out_dtype or x.dtype, device=x.device)
+    args = (x, packed, sz, y, n, k, packed.stride(0))
+    if config is not None:
+        even = (k // group) % config["GPS"] == 0
+        _int4_gemv_kernel[(triton.cdiv(n, config["BLOCK_N"]),)](
+            *args, GROUP=group, GATED=gated, EVEN=even, BLOCK_N=config["BLOCK_N"], GPS=config["GPS"],
+            STAGES=config["num_stages"], num_warps=config["num_warps"])
+    else:
+        tuned = _int4_gemv_gated_tuned if gated else _int4_gemv_tuned
+        tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*args, GROUP=group, GATED=gated)
+    return y
+
+
+def int4_matmul(x, packed, sz, group: int, *, config: dict | None = None, out_dtype=None):
+    """y [M, N] = x [M, K] @ dequant(packed, sz).T in `out_dtype` (default x's). `config` (tests): an entry of
+    `tile_configs` (more than one row) or `gemv_configs` (one row)."""
+    if triton is None:
+        raise RuntimeError("int4_matmul needs triton")
+    _check(x, packed, sz, group)
+    m, k = x.shape
+    n = packed.shape[0]
+    if m == GEMV_MAX_M and (config is None or "GPS" in config):
+        return int4_gemv(x, packed, sz, group, config=config, out_dtype=out_dtype)
+    y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device)
+    if m == 0:
+        return y
+    args = (x, packed, sz, y, m, n, k, x.stride(0), packed.stride(0), y.stride(0), m_bucket(m))
+
+    def grid(meta):
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
+
+    if config is not None:
+        _int4_mm_kernel[grid](*args, GROUP=group, **config)
+    else:
+        _int4_mm_tuned[grid](*args, GROUP=group)
+    return y

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from fms_worker.kernels.tuning import GEMV_MAX_M, m_bucket, short_bench
+from fms_worker.kernels.tuning import GEMV_MAX_M, m_bucket, short_bench, tile_ids
 
 try:
     import triton
@@ -144,14 +144,7 @@ if triton is not None:
     def _int4_mm_kernel(X, Q, SZ, Y, M, N, K, stride_xm, stride_qn, stride_ym, M_BUCKET, GROUP: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_N: tl.constexpr):
         HB: tl.constexpr = GROUP // 2
-        pid = tl.program_id(0)
-        grid_n = tl.cdiv(N, BLOCK_N)
-        grid_m = tl.cdiv(M, BLOCK_M)
-        width = GROUP_N * grid_m  # consecutive programs walk the token tiles of GROUP_N weight tiles (L2 reuse)
-        first_n = (pid // width) * GROUP_N
-        group_size = tl.minimum(grid_n - first_n, GROUP_N)
-        pid_n = first_n + (pid % width) % group_size
-        pid_m = (pid % width) // group_size
+        pid_m, pid_n = tile_ids(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_N)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         rows = rn % N

@@ -29,7 +29,7 @@ import functools
 
 import torch
 
-from fms_worker.kernels.tuning import GEMV_MAX_M, m_bucket, short_bench
+from fms_worker.kernels.tuning import GEMV_MAX_M, m_bucket, short_bench, tile_ids
 
 try:
     import triton
@@ -118,16 +118,8 @@ if triton is not None:
         SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_N: tl.constexpr,
     ):
-        pid = tl.program_id(0)
         split = tl.program_id(1)
-        grid_n = tl.cdiv(N, BLOCK_N)
-        grid_m = tl.cdiv(M, BLOCK_M)
-        # Consecutive programs walk the token tiles of GROUP_N weight tiles, so both stay in L2.
-        width = GROUP_N * grid_m
-        first_n = (pid // width) * GROUP_N
-        group_size = tl.minimum(grid_n - first_n, GROUP_N)
-        pid_n = first_n + (pid % width) % group_size
-        pid_m = (pid % width) // group_size
+        pid_m, pid_n = tile_ids(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_N)
 
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)

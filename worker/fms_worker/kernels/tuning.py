@@ -5,6 +5,7 @@ from __future__ import annotations
 
 try:
     import triton
+    import triton.language as tl
 except ImportError:  # CPU-only installs
     triton = None
 
@@ -25,3 +26,18 @@ def m_bucket(m: int) -> int:
 def short_bench(fn, quantiles):
     """The autotuners' timer: shorter than Triton's default 25 + 100 ms, ~30 ms a compiled config."""
     return triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles)
+
+
+if triton is not None:
+
+    @triton.jit
+    def tile_ids(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_N: tl.constexpr):
+        """A tile kernel's (row tile, weight tile) for program `pid`: consecutive programs walk the token
+        tiles of GROUP_N weight tiles, so both stay in L2."""
+        grid_n = tl.cdiv(N, BLOCK_N)
+        width = GROUP_N * tl.cdiv(M, BLOCK_M)
+        first_n = (pid // width) * GROUP_N
+        group_size = tl.minimum(grid_n - first_n, GROUP_N)
+        return (pid % width) // group_size, first_n + (pid % width) % group_size
+else:
+    tile_ids = None  # CPU-only installs: no kernels to index

@@ -85,50 +85,62 @@ if triton is not None:
         return ((nibble | 0x4B000000).to(tl.float32, bitcast=True) - 8388616.0) * s + z
 
     @triton.jit
-    def _row_dot(q_ptr, sz_ptr, x_lo, x_hi, g_ok, EVEN: tl.constexpr):
-        """One K step of one set of rows: [BLOCK_N, GPS, GROUP / 2] products, both nibbles of each byte
-        (x_lo, x_hi: the activations of the low and high nibbles)."""
+    def _row_dot(acc, q_ptr, sz_ptr, x_lo, x_hi, g_ok, EVEN: tl.constexpr):
+        """acc [BLOCK_N, GPS, GROUP / 2] plus one K step of its rows: both nibbles of each byte times their
+        activations (x_lo, x_hi [GPS, GROUP / 2]); scales and zeros [BLOCK_N, GPS].
+
+        A nibble q placed in the top mantissa bits of 1.0 is the float v = 1 + q / 16, so the weight
+        (q - 8) * s + z is one FMA, v * 16s + (z - 24s), with 16s and z - 24s formed once per row and group:
+        no convert instruction and no per-weight subtract."""
         if EVEN:
             b = tl.load(q_ptr).to(tl.int32)
             s = tl.load(sz_ptr).to(tl.float32)
             z = tl.load(sz_ptr + 1).to(tl.float32)
         else:
-            b = tl.load(q_ptr, mask=g_ok, other=0).to(tl.int32)
-            s = tl.load(sz_ptr, mask=g_ok, other=0.0).to(tl.float32)
-            z = tl.load(sz_ptr + 1, mask=g_ok, other=0.0).to(tl.float32)
-        return _dequant(b & 0xF, s, z) * x_lo + _dequant(b >> 4, s, z) * x_hi
+            b = tl.load(q_ptr, mask=g_ok[None, :, None], other=0).to(tl.int32)
+            s = tl.load(sz_ptr, mask=g_ok[None, :], other=0.0).to(tl.float32)
+            z = tl.load(sz_ptr + 1, mask=g_ok[None, :], other=0.0).to(tl.float32)
+        s16 = (16.0 * s)[:, :, None]
+        c = (z - 24.0 * s)[:, :, None]
+        lo = (((b << 19) & 0x780000) | 0x3F800000).to(tl.float32, bitcast=True)
+        hi = (((b << 15) & 0x780000) | 0x3F800000).to(tl.float32, bitcast=True)
+        acc = acc + (lo * s16 + c) * x_lo[None]
+        acc = acc + (hi * s16 + c) * x_hi[None]
+        return acc
 
     @triton.jit
     def _int4_gemv_kernel(X, Q, SZ, Y, N, K, stride_qn, GROUP: tl.constexpr, GATED: tl.constexpr,
                           EVEN: tl.constexpr, BLOCK_N: tl.constexpr, GPS: tl.constexpr, STAGES: tl.constexpr):
-        """GPS groups a step: [BLOCK_N, GPS, GROUP / 2] bytes, scales [BLOCK_N, GPS, 1]."""
+        """GPS groups a step: [BLOCK_N, GPS, GROUP / 2] bytes, activations [GPS, GROUP / 2] (two-dimensional
+        loads, so the pipeliner streams them with the weights instead of one scalar load per element)."""
         HB: tl.constexpr = GROUP // 2
         pid = tl.program_id(0)
         rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         n_ok = rn < N
-        rows = (rn % N)[:, None, None]  # rows past N read row n % N and are dropped at the store
+        rows = rn % N  # rows past N read row n % N and are dropped at the store
         nsz = 2 * N if GATED else N  # rows of sz
-        gi = tl.arange(0, GPS)[None, :, None]
-        rb = tl.arange(0, HB)[None, None, :]
-        # Pointers of the first step, advanced per step: [BLOCK_N, GPS, HB] bytes, [BLOCK_N, GPS, 1] scales.
-        q_ptr = Q + rows.to(tl.int64) * stride_qn + (gi * HB + rb)
-        up_ptr = Q + (rows + N).to(tl.int64) * stride_qn + (gi * HB + rb)
-        sz_ptr = SZ + (gi.to(tl.int64) * nsz + rows) * 2
+        gi = tl.arange(0, GPS)
+        rb = tl.arange(0, HB)
+        # Pointers of the first step, advanced per step.
+        cols = (gi * HB)[None, :, None] + rb[None, None, :]
+        q_ptr = Q + rows.to(tl.int64)[:, None, None] * stride_qn + cols  # [BLOCK_N, GPS, HB]
+        up_ptr = Q + (rows + N).to(tl.int64)[:, None, None] * stride_qn + cols
+        sz_ptr = SZ + (gi.to(tl.int64)[None, :] * nsz + rows[:, None]) * 2  # [BLOCK_N, GPS]
         up_sz_ptr = sz_ptr + N * 2
-        x_ptr = X + gi * GROUP + rb  # [1, GPS, HB]: the low nibbles' columns; + HB: the high ones'
+        x_ptr = X + gi[:, None] * GROUP + rb[None, :]  # [GPS, HB]: the low nibbles' columns; + HB: the high ones'
         acc = tl.zeros([BLOCK_N, GPS, HB], dtype=tl.float32)
         acc_up = tl.zeros([BLOCK_N, GPS, HB], dtype=tl.float32)
         for k in tl.range(0, K, GPS * GROUP, num_stages=STAGES):
-            g_ok = (k // GROUP + gi) < K // GROUP
+            g_ok = (k // GROUP + gi) < K // GROUP  # [GPS]
             if EVEN:
                 x_lo = tl.load(x_ptr).to(tl.float32)
                 x_hi = tl.load(x_ptr + HB).to(tl.float32)
             else:
-                x_lo = tl.load(x_ptr, mask=g_ok, other=0.0).to(tl.float32)
-                x_hi = tl.load(x_ptr + HB, mask=g_ok, other=0.0).to(tl.float32)
-            acc += _row_dot(q_ptr, sz_ptr, x_lo, x_hi, g_ok, EVEN)
+                x_lo = tl.load(x_ptr, mask=g_ok[:, None], other=0.0).to(tl.float32)
+                x_hi = tl.load(x_ptr + HB, mask=g_ok[:, None], other=0.0).to(tl.float32)
+            acc = _row_dot(acc, q_ptr, sz_ptr, x_lo, x_hi, g_ok, EVEN)
             if GATED:
-                acc_up += _row_dot(up_ptr, up_sz_ptr, x_lo, x_hi, g_ok, EVEN)
+                acc_up = _row_dot(acc_up, up_ptr, up_sz_ptr, x_lo, x_hi, g_ok, EVEN)
                 up_ptr += GPS * HB
                 up_sz_ptr += GPS * nsz * 2
             q_ptr += GPS * HB

@@ -6,14 +6,15 @@
     sz [K/group, N, 2] = (s, z)
     y [M, N] = x [M, K] @ w.T in x's dtype (bf16/fp16; float32 for LM-head logits; float32 x for the interpreter)
 
-PyTorch's tinygemm (`_weight_int4pack_mm`) read the 8B decode weights at ~2.2 TB/s on H200, half of the
-copy bandwidth, so int4 decoded no faster than the int8 GEMV despite half the bytes. Two kernels here:
+They replace PyTorch's tinygemm (`_weight_int4pack_mm`), which on the 8B shapes on H200 was 1.5x faster
+at one row but 1.7x slower at 16 rows and 9x slower at 256 (docs/benchmarks.md). Two kernels:
 
 - one row (decode at batch 1): a CUDA-core GEMV like the int8 one (per-lane float32 partial sums over a
   software-pipelined K loop). A program reads `GPS` whole groups per step, so each weight needs one scale
-  and zero without any per-step reduction. Nibbles become floats by the magic-number trick (OR the nibble
-  into the mantissa of 2^23, subtract), not by the I2F instruction Hopper issues at a quarter rate. GATED
-  reads a gated MLP's gate and up rows and writes silu(gate) * up.
+  and zero without any per-step reduction. Nibbles become floats by bit operations, not by the I2F
+  instruction Hopper issues at a quarter rate, and dequantize in one FMA (see `_row_dot`). Its loop is
+  bound by instruction issue, not memory (bench/kernel_ptx.py counts it). GATED reads a gated MLP's gate
+  and up rows and writes silu(gate) * up.
 - more rows: tensor-core tiles; each K step is one group: its low and high nibbles are dequantized to
   the activation dtype in registers ([BLOCK_N, group/2] each) and multiplied with the two halves of the
   group's activations, accumulating in float32 (the product of the rounded dequantized weight, as the

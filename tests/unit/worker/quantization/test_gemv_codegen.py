@@ -1,0 +1,48 @@
+"""The decode GEMVs' inner loops as compiled for Hopper (sm_90), on this CPU machine.
+
+Speed is measured on GPUs (docs/benchmarks.md); what a change does to the loop can be checked here:
+Triton compiles for a named target with the ptxas it ships and lists the machine code with its
+nvdisasm (bench/kernel_ptx.py). These checks hold the structure the GPU figures were measured with:
+weights and activations streamed by the software pipeliner (no scalar global loads for them), and at
+most as many machine instructions per weight as the kernels have now (the int4 GEMV is bound by them).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("triton is not installed (CPU-only install)", allow_module_level=True)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "bench"))
+import kernel_ptx  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def int8_rows():
+    return {name: (weights, st) for name, weights, st in kernel_ptx.int8_rows()}
+
+
+@pytest.fixture(scope="module")
+def int4_rows():
+    return {name: (weights, st) for name, weights, st in kernel_ptx.int4_rows()}
+
+
+def test_int8_gemv_streams_everything_and_stays_lean(int8_rows):
+    assert len(int8_rows) == 12
+    for name, (weights, st) in int8_rows.items():
+        assert st["scalar_global_loads"] == 0 and st["cp_async"] >= 2, (name, st)
+        assert st["sass"] / weights <= 8.0, (name, st["sass"] / weights)
+
+
+def test_int4_gemv_streams_weights_and_activations(int4_rows):
+    for name, (weights, st) in int4_rows.items():
+        # only the per-group scales and zeros are loaded directly: two per row and group of a step
+        assert st["scalar_global_loads"] <= weights / 8, (name, st)
+        assert st["cp_async"] >= 2, (name, st)
+        assert st["sass"] / weights <= 8.5, (name, st["sass"] / weights)
+        assert st["float_ops"] / weights <= 2.1, (name, st)  # one FMA to dequantize, one to accumulate

@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import torch
 
+from fms_worker.quantization.fp8 import FP8, FP8_MAX
+from fms_worker.quantization.kv_fp8 import write_kv
+
 try:
     import triton
     import triton.language as tl
@@ -30,7 +33,8 @@ except ImportError:  # CPU-only installs
 
 
 def rope_cache_ref(q, k, v, k_cache, v_cache, slots, positions, cos, sin, k_scale=1.0, v_scale=1.0):
-    """Plain torch, the same contract (q rotated in place, k and v written to their slots)."""
+    """Plain torch, the same contract (q rotated in place; k and v written to their slots by write_kv, as the
+    unfused path writes them)."""
     c = cos[positions, : cos.shape[1] // 2].unsqueeze(1).to(q.dtype).float()  # [T, 1, D/2]
     s = sin[positions, : sin.shape[1] // 2].unsqueeze(1).to(q.dtype).float()
 
@@ -39,11 +43,8 @@ def rope_cache_ref(q, k, v, k_cache, v_cache, slots, positions, cos, sin, k_scal
         return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).to(x.dtype)
 
     q.copy_(rotate(q))
-    for cache, values, scale in ((k_cache, rotate(k), k_scale), (v_cache, v, v_scale)):
-        if cache.dtype in (torch.float16, torch.bfloat16, torch.float32):
-            cache[slots] = values.to(cache.dtype)
-        else:  # fp8
-            cache[slots] = (values.float() / scale).clamp(-448.0, 448.0).to(cache.dtype)
+    write_kv(k_cache, slots, rotate(k), k_scale)
+    write_kv(v_cache, slots, v, v_scale)
 
 
 def supported(q: torch.Tensor, k_cache: torch.Tensor) -> bool:
@@ -52,7 +53,7 @@ def supported(q: torch.Tensor, k_cache: torch.Tensor) -> bool:
     d = q.shape[-1]
     return (triton is not None and d % 2 == 0
             and q.dtype in (torch.float16, torch.bfloat16, torch.float32)
-            and k_cache.dtype in (q.dtype, torch.float8_e4m3fn))
+            and k_cache.dtype in (q.dtype, FP8))
 
 
 if triton is not None:
@@ -64,10 +65,11 @@ if triton is not None:
         return x1 * c - x2 * s, x2 * c + x1 * s
 
     @triton.jit
-    def _to_cache(x, scale, dtype: tl.constexpr, model_dtype: tl.constexpr, FP8: tl.constexpr):
-        if FP8:
+    def _to_cache(x, scale, dtype: tl.constexpr, model_dtype: tl.constexpr, FP8_CACHE: tl.constexpr,
+                  FP8_MAX: tl.constexpr):
+        if FP8_CACHE:
             x = x.to(model_dtype).to(tl.float32) / scale
-            return tl.clamp(x, -448.0, 448.0).to(dtype)
+            return tl.clamp(x, -FP8_MAX, FP8_MAX).to(dtype)
         else:
             return x.to(dtype)
 
@@ -78,7 +80,7 @@ if triton is not None:
         stride_ks, stride_kch, stride_vs, stride_vch, stride_p,
         k_scale, v_scale,
         H: tl.constexpr, HKV: tl.constexpr, HALF: tl.constexpr,
-        BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, FP8: tl.constexpr,
+        BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, FP8_CACHE: tl.constexpr, FP8_MAX: tl.constexpr,
     ):
         t = tl.program_id(0).to(tl.int64)
         pos = tl.load(POS + t).to(tl.int64)
@@ -101,15 +103,15 @@ if triton is not None:
         k1, k2 = _rotate(K + t * stride_kt + rh * stride_kh + col, kv_ok, c, s, HALF)
         kc_ptr = KC + slot * stride_ks + rh * stride_kch + col
         kc_dt = KC.dtype.element_ty
-        tl.store(kc_ptr, _to_cache(k1, k_scale, kc_dt, dt, FP8), mask=kv_ok)
-        tl.store(kc_ptr + HALF, _to_cache(k2, k_scale, kc_dt, dt, FP8), mask=kv_ok)
+        tl.store(kc_ptr, _to_cache(k1, k_scale, kc_dt, dt, FP8_CACHE, FP8_MAX), mask=kv_ok)
+        tl.store(kc_ptr + HALF, _to_cache(k2, k_scale, kc_dt, dt, FP8_CACHE, FP8_MAX), mask=kv_ok)
 
         v_ptr = V + t * stride_vt + rh * stride_vh + col
         vc_ptr = VC + slot * stride_vs + rh * stride_vch + col
         vc_dt = VC.dtype.element_ty
         for half in tl.static_range(2):
             x = tl.load(v_ptr + half * HALF, mask=kv_ok, other=0.0).to(tl.float32)
-            tl.store(vc_ptr + half * HALF, _to_cache(x, v_scale, vc_dt, dt, FP8), mask=kv_ok)
+            tl.store(vc_ptr + half * HALF, _to_cache(x, v_scale, vc_dt, dt, FP8_CACHE, FP8_MAX), mask=kv_ok)
 
 
 def rope_cache(q, k, v, k_cache, v_cache, slots, positions, cos, sin, k_scale: float = 1.0,
@@ -131,5 +133,5 @@ def rope_cache(q, k, v, k_cache, v_cache, slots, positions, cos, sin, k_scale: f
         k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1), cos.stride(0),
         float(k_scale), float(v_scale),
         H=h, HKV=hkv, HALF=half, BLOCK_H=block_h, BLOCK_D=triton.next_power_of_2(half),
-        FP8=k_cache.dtype == torch.float8_e4m3fn, num_warps=4 if block_h * half >= 2048 else 2,
+        FP8_CACHE=k_cache.dtype == FP8, FP8_MAX=FP8_MAX, num_warps=4 if block_h * half >= 2048 else 2,
     )

@@ -81,7 +81,7 @@ class Int4LinearMethod(TunedLinearMethod):
             weight = F.pad(weight, (0, k_pad))
         q, scale, zero = quantize_int4(weight, g)
         layer.int4_k_pad = k_pad
-        kernel = self._kernel(weight, n, k + k_pad)
+        kernel = self._kernel(weight, n)
         layer.int4_kernel = kernel
         if kernel == "cpu":
             packed = torch._convert_weight_to_int4pack_for_cpu(q, _inner_k_tiles(k + k_pad) or 2)
@@ -91,19 +91,17 @@ class Int4LinearMethod(TunedLinearMethod):
         set_param(layer, "scales_and_zeros", torch.stack([scale, zero], dim=-1).to(weight.dtype))  # [K/G, N, 2]
 
     @staticmethod
-    def _kernel(weight: torch.Tensor, n: int, k: int) -> str:
+    def _kernel(weight: torch.Tensor, n: int) -> str:
         if weight.device.type == "cpu":
             return "cpu" if n % 16 == 0 else "dequant"  # the CPU packer needs N divisible by 16
         if weight.device.type == "cuda" and triton_available() and weight.dtype in (torch.bfloat16, torch.float16):
             return "triton"
         return "dequant"
 
-    def _rows(self, layer, x):
-        """x [..., K] -> [T, K + pad] contiguous rows, as the kernels take them."""
-        x2 = x.reshape(-1, x.shape[-1])
-        if layer.int4_k_pad:
-            x2 = F.pad(x2, (0, layer.int4_k_pad))
-        return x2 if x2.stride(-1) == 1 else x2.contiguous()
+    def rows(self, layer, x):
+        """x [..., K] -> [T, K + pad]: zero columns up to the padded width the weight was quantized at."""
+        x2 = super().rows(layer, x)
+        return F.pad(x2, (0, layer.int4_k_pad)) if layer.int4_k_pad else x2
 
     def _triton_ok(self, layer, x) -> bool:
         return layer.int4_kernel == "triton" and x.dtype == layer.scales_and_zeros.dtype
@@ -111,7 +109,7 @@ class Int4LinearMethod(TunedLinearMethod):
     def apply_float32(self, layer, x):
         """The kernels write their float32 accumulators unrounded (LM-head logits without bf16 ties)."""
         if self._triton_ok(layer, x):
-            y = int4_matmul(self._rows(layer, x), layer.qweight, layer.scales_and_zeros, self.group_size,
+            y = int4_matmul(self.rows(layer, x), layer.qweight, layer.scales_and_zeros, self.group_size,
                             out_dtype=torch.float32)
             return y.reshape(*x.shape[:-1], -1)
         return super().apply_float32(layer, x)
@@ -119,7 +117,7 @@ class Int4LinearMethod(TunedLinearMethod):
     def apply_silu_mul(self, layer, x, bias):
         """One row (decode at batch 1): the GEMV reads gate and up rows together and writes silu(gate) * up."""
         if self._triton_ok(layer, x) and bias is None and x.numel() == x.shape[-1]:
-            y = int4_gemv(self._rows(layer, x), layer.qweight, layer.scales_and_zeros, self.group_size, gated=True)
+            y = int4_gemv(self.rows(layer, x), layer.qweight, layer.scales_and_zeros, self.group_size, gated=True)
             return y.reshape(*x.shape[:-1], -1)
         return super().apply_silu_mul(layer, x, bias)
 
@@ -131,7 +129,7 @@ class Int4LinearMethod(TunedLinearMethod):
 
     def apply(self, layer, x, bias):
         shape = x.shape
-        x2 = self._rows(layer, x)
+        x2 = self.rows(layer, x)
         sz = layer.scales_and_zeros
         if self._triton_ok(layer, x):
             y = int4_matmul(x2, layer.qweight, sz, self.group_size)

@@ -91,8 +91,7 @@ class Int8LinearMethod(TunedLinearMethod):
         """One row (decode at batch 1): the GEMV reads gate and up rows together and writes silu(gate) * up."""
         if (layer.int8_kernel == "triton" and bias is None and x.dtype in (torch.float16, torch.bfloat16)
                 and x.numel() == x.shape[-1] == layer.qweight.shape[1]):
-            x2 = x.reshape(1, -1)
-            y = int8_gemv(x2 if x2.stride(-1) == 1 else x2.contiguous(), layer.qweight, layer.scales, gated=True)
+            y = int8_gemv(self.rows(layer, x), layer.qweight, layer.scales, gated=True)
             return y.reshape(*x.shape[:-1], -1)
         return super().apply_silu_mul(layer, x, bias)
 
@@ -107,11 +106,7 @@ class Int8LinearMethod(TunedLinearMethod):
             return self._triton(layer, x, None, torch.float32)
         return super().apply_float32(layer, x)
 
-    @staticmethod
-    def _triton(layer, x, bias, out_dtype):
-        shape = x.shape
-        x2 = x.reshape(-1, shape[-1])
-        if x2.stride(-1) != 1:
-            x2 = x2.contiguous()
-        return int8_matmul(x2, layer.qweight, layer.scales, bias, out_dtype=out_dtype).reshape(*shape[:-1], -1)
+    def _triton(self, layer, x, bias, out_dtype):
+        y = int8_matmul(self.rows(layer, x), layer.qweight, layer.scales, bias, out_dtype=out_dtype)
+        return y.reshape(*x.shape[:-1], -1)
 

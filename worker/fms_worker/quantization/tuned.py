@@ -29,6 +29,11 @@ def warm_up_rows(max_rows: int) -> list[int]:
 
 
 class TunedLinearMethod(StagedLinearMethod):
+    def rows(self, layer, x: torch.Tensor) -> torch.Tensor:
+        """x [..., K] -> [T, K] with a contiguous last dim, as the kernels take their activations."""
+        x2 = x.reshape(-1, x.shape[-1])
+        return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
     def warm_up_input(self, layer) -> torch.Tensor | None:
         """A one-row input [1, in_features] of the activation dtype, or None where this layer runs no tuned
         kernel (CPU, dequant fallback)."""

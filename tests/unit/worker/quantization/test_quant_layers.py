@@ -61,10 +61,10 @@ def test_int4_qkv_matches_dense(group, dtype):
 
 
 class _DequantInt4(Int4LinearMethod):
-    """The fallback path (used on GPUs/dtypes without a tinygemm kernel), forced on CPU."""
+    """The fallback path (used on devices/dtypes without an int4 kernel), forced on CPU."""
 
     @staticmethod
-    def _kernel(weight, n, k):
+    def _kernel(weight, n):
         return "dequant"
 
 

@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 
 sys.path.insert(0, "worker")
+from decode_kernels_gpu import graph_us  # noqa: E402  (bench/ is the script's directory)
 from fms_worker.kernels.int8_matmul import int8_matmul  # noqa: E402
 
 
@@ -53,12 +54,6 @@ def run(x, q, s, cfg, y, part):
         return y
     gemv2[(triton.cdiv(n, bn), sp)](x, q, s, part, n, k, q.stride(0), BLOCK_N=bn, BLOCK_K=bk, STAGES=st, SPLIT=sp, num_warps=w)
     return (part.sum(0) * s.float()).to(x.dtype)
-
-
-def graph_us(fn) -> float:
-    fn()  # compile (and autotune) outside the capture
-    torch.cuda.synchronize()
-    return triton.testing.do_bench_cudagraph(fn, rep=50) * 1e3
 
 
 SHAPES = [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (128256, 4096)]

@@ -4,9 +4,14 @@
   float), against cuBLAS bf16 for the same shape;
 - the gated gate-up GEMV (silu(gate) * up in the epilogue) against the plain GEMV plus the compiled activation;
 - the fused rotary + KV-cache write against the compiled rotary plus two index_copy_ launches;
-- the int4 Triton kernels (group 128) against PyTorch's tinygemm on the same weights, at 1, 16 and 256 rows.
+- the int4 Triton kernels (group 128) against PyTorch's tinygemm on the same weights, at 1, 16 and 256 rows;
+- paged attention of a decode step as a CUDA graph captures it (splits sized for the longest context), at a
+  few contexts, optionally against an earlier version of the kernel's module (`--attention-baseline FILE`);
+- the same int4 weights through GemLite's Triton kernels (`gemlite` on PyPI, its default kernel choice per row
+  count), against ours and cuBLAS bf16.
 
-    python3 bench/decode_kernels_gpu.py [--sections int8 rope int4] [--out decode_kernels.json]   (from the repository root)
+    python3 bench/decode_kernels_gpu.py [--sections int8 rope int4 gemlite attention] [--attention-baseline FILE] [--out decode_kernels.json]
+    (from the repository root)
 """
 
 from __future__ import annotations
@@ -87,6 +92,78 @@ def int4_rows(dev, group: int = 128) -> list[dict]:
     return rows
 
 
+def gemlite_rows(dev, group: int = 128) -> list[dict]:
+    """GemLite computes W ~ Wq * scale + shift per group (its "fma mode"); ours is (q - 8) * scale + zero, so
+    its shift is zero - 8 * scale, written over the one its packer derives."""
+    import gemlite
+    from gemlite import DType, GemLiteLinear
+
+    from fms_worker.kernels import int4_matmul as k4
+    from fms_worker.quantization.int4 import pack_nibbles, quantize_int4
+
+    name = torch.cuda.get_device_name().lower()
+    if "h200" in name:  # GemLite ships tuned configs for the H100 only; the H200 is the same chip
+        import os
+        gemlite.load_config(os.path.join(os.path.dirname(gemlite.__file__), "configs", "h100.json"))
+    rows = []
+    for n, k in SHAPES:
+        q, scale, zero = quantize_int4(torch.randn(n, k, device=dev) * 0.02, group)
+        sz = torch.stack([scale, zero], dim=-1).bfloat16().contiguous()
+        packed = pack_nibbles(q, group)
+        w16 = torch.randn(n, k, device=dev, dtype=torch.bfloat16)
+        lin = GemLiteLinear(4, group_size=group, in_features=k, out_features=n,
+                            input_dtype=DType.BF16, output_dtype=DType.BF16)
+        lin.pack(q.to(torch.uint8), scale.t().contiguous().bfloat16(), torch.zeros_like(scale.t()).bfloat16())
+        assert lin.zeros.shape == zero.shape, (lin.zeros.shape, zero.shape)
+        lin.zeros.data.copy_((zero - 8.0 * scale).bfloat16())
+        for m in (1, 16, 256):
+            x = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
+            ref = k4.int4_matmul_ref(x, packed, sz, group).float()
+            err = ((lin(x).float() - ref).norm() / ref.norm()).item()
+            t_gl = graph_us(lambda: lin(x))
+            t_ours = graph_us(lambda: k4.int4_matmul(x, packed, sz, group))
+            t_bf16 = graph_us(lambda: F.linear(x, w16))
+            rows.append(dict(n=n, k=k, m=m, gemlite_us=t_gl, ours_us=t_ours, bf16_us=t_bf16, gemlite_rel_err=err,
+                             gemlite_TBps=n * k / 2 / t_gl / 1e6))
+            print(f"gemlite {n:>7} x {k:>5}, {m:>3} rows: gemlite {t_gl:7.1f} us (err {err:.1e}) | ours {t_ours:7.1f} "
+                  f"| bf16 {t_bf16:7.1f} | gemlite {n * k / 2 / t_gl / 1e6:.2f} TB/s, {t_bf16 / t_gl:.2f}x bf16",
+                  flush=True)
+    return rows
+
+
+def attention_rows(dev, baseline: str | None) -> list[dict]:
+    import importlib.util
+
+    from fms_worker.kernels import paged_attention as pa
+
+    mods = {"now": pa}
+    if baseline:
+        spec = importlib.util.spec_from_file_location("paged_attention_baseline", baseline)
+        mods["baseline"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mods["baseline"])
+    h, hkv, d, page = 32, 8, 128, 16
+    rows = []
+    for b, ctx in ((1, 128), (1, 384), (1, 2048), (8, 384), (64, 1024)):
+        blocks = (ctx + page - 1) // page
+        k = torch.randn(b * blocks + 1, page, hkv, d, device=dev, dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        table = torch.randperm(b * blocks, device=dev, dtype=torch.int32).view(b, blocks)
+        q = torch.randn(b, h, d, device=dev, dtype=torch.bfloat16)
+        sl = torch.full((b,), ctx, device=dev, dtype=torch.int32)
+        qs = torch.arange(b + 1, device=dev, dtype=torch.int32)
+        splits = pa.num_splits_for(b, hkv, 131072)  # a graph captured for any context up to the model's length
+        ref = pa.paged_attention_ref(q, k, v, table, sl, qs, d ** -0.5).float()
+        row = dict(batch=b, context=ctx, splits=splits)
+        for name, mod in mods.items():
+            fn = lambda: mod.paged_attention(q, k, v, table, sl, qs, d ** -0.5, max_q_len=1, num_splits=splits)  # noqa: E731
+            assert ((fn().float() - ref).norm() / ref.norm()).item() < 1e-2, name
+            row[f"{name}_us"] = graph_us(fn)
+        rows.append(row)
+        print("attention " + ", ".join(f"{key} {val:.1f}" if isinstance(val, float) else f"{key} {val}"
+                                       for key, val in row.items()) + " (us)", flush=True)
+    return rows
+
+
 def gated_row(dev) -> dict:
     n, k = 14336, 4096
     q = torch.randint(-127, 128, (2 * n, k), device=dev, dtype=torch.int8)
@@ -127,7 +204,8 @@ def rope_row(dev, t: int = 1) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out")
-    ap.add_argument("--sections", nargs="+", default=["int8", "rope", "int4"], choices=["int8", "rope", "int4"])
+    ap.add_argument("--sections", nargs="+", default=["int8", "rope", "int4"], choices=["int8", "rope", "int4", "gemlite", "attention"])
+    ap.add_argument("--attention-baseline", help="an earlier paged_attention.py to time beside the current one")
     args = ap.parse_args()
     dev = torch.device("cuda")
     fused.enable(True)
@@ -138,6 +216,10 @@ def main() -> None:
         out["rope"] = [rope_row(dev, 1), rope_row(dev, 64)]
     if "int4" in args.sections:
         out["int4"] = int4_rows(dev)
+    if "attention" in args.sections:
+        out["attention"] = attention_rows(dev, args.attention_baseline)
+    if "gemlite" in args.sections:
+        out["gemlite"] = gemlite_rows(dev)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(out, f, indent=1)

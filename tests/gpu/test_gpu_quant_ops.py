@@ -155,7 +155,7 @@ def test_int4_every_config():
     for group in (64, 128):
         q, scale, zero = quantize_int4(torch.randn(1000, 4096, device=CUDA, generator=g) * 0.02, group)
         packed, sz = pack_nibbles(q, group), torch.stack([scale, zero], dim=-1).bfloat16().contiguous()
-        for m, cfgs in ((1, k4.gemv_configs(group)), (5, k4.tile_configs(16)), (40, k4.tile_configs(64)),
+        for m, cfgs in ((1, k4.gemv_configs(group)), (1, k4.tile_configs(16)), (5, k4.tile_configs(16)), (40, k4.tile_configs(64)),
                         (300, k4.tile_configs(512))):
             x = torch.randn(m, 4096, device=CUDA, generator=g).bfloat16()
             ref = k4.int4_matmul_ref(x, packed, sz, group)

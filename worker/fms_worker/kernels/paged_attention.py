@@ -140,18 +140,19 @@ if triton is not None:
             counter = COUNT + seq * num_kv + kvh
             active = tl.cdiv(kv_end, seg)
             if tl.atomic_add(counter, 1, sem="acq_rel") == active - 1:
-                m = tl.full([BLOCK_M], -1e30, tl.float32)
-                den = tl.zeros([BLOCK_M], tl.float32)
+                # Unrolled over every split slot (masked past `active`), so the partials' loads issue
+                # back to back instead of one dependent round trip per split. L1 is bypassed (.cg): other
+                # programs wrote these.
+                sp = tl.arange(0, NUM_SPLITS)
+                lse_all = tl.load(lptr[:, None] + sp[None, :], mask=row_ok[:, None] & (sp < active)[None, :],
+                                  other=-1e30, cache_modifier=".cg")
+                m = tl.max(lse_all, 1)
+                den = tl.sum(tl.exp(lse_all - m[:, None]), 1)
                 out = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-                for s in range(0, active):  # L1 bypassed (.cg): other programs wrote these
-                    lse_s = tl.load(lptr + s, mask=row_ok, other=-1e30, cache_modifier=".cg")
-                    part = tl.load(pptr + s * stride_ps, mask=row_ok[:, None], other=0.0, cache_modifier=".cg")
-                    m_new = tl.maximum(m, lse_s)
-                    a = tl.exp(m - m_new)
-                    b = tl.exp(lse_s - m_new)
-                    out = out * a[:, None] + part * b[:, None]
-                    den = den * a + b
-                    m = m_new
+                for s in tl.static_range(NUM_SPLITS):
+                    ok = row_ok & (s < active)
+                    w = tl.exp(tl.load(lptr + s, mask=ok, other=-1e30, cache_modifier=".cg") - m)
+                    out += tl.load(pptr + s * stride_ps, mask=ok[:, None], other=0.0, cache_modifier=".cg") * w[:, None]
                 tl.store(optr, (out / den[:, None]).to(O.dtype.element_ty), mask=row_ok[:, None])
                 tl.atomic_xchg(counter, 0)  # ready for the next launch (CUDA graphs replay the same counters)
 

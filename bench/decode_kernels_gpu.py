@@ -87,13 +87,6 @@ def int4_rows(dev, group: int = 128) -> list[dict]:
             t_triton = graph_us(lambda: k4.int4_matmul(x, packed, sz, group))
             row = dict(n=n, k=k, m=m, tinygemm_us=t_tiny, triton_us=t_triton, triton_TBps=n * k / 2 / t_triton / 1e6)
             extra = ""
-            if m == 1:  # one row through the tensor-core tiles too (16-row tiles, one row used)
-                got = k4.int4_matmul(x, packed, sz, group, gemv=False)
-                assert ((got.float() - ref.float()).norm() / ref.float().norm()).item() < 1e-2
-                row["tiles_us"] = graph_us(lambda: k4.int4_matmul(x, packed, sz, group, gemv=False))
-                row["tiles_each_us"] = {str(c): graph_us(lambda: k4.int4_matmul(x, packed, sz, group, config=c, gemv=False))
-                                        for c in k4.tile_configs(16)}
-                extra = f" | tiles {row['tiles_us']:7.1f} us ({n * k / 2 / row['tiles_us'] / 1e6:.2f} TB/s)"
             rows.append(row)
             print(f"int4 {n:>7} x {k:>5}, {m:>3} rows: tinygemm {t_tiny:7.1f} us | triton {t_triton:7.1f} us "
                   f"({t_tiny / t_triton:.2f}x; {n * k / 2 / t_triton / 1e6:.2f} TB/s of packed weight){extra}", flush=True)

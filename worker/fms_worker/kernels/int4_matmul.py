@@ -15,13 +15,12 @@ at one row but 1.7x slower at 16 rows and 9x slower at 256 (docs/benchmarks.md).
   instruction Hopper issues at a quarter rate, and dequantize in one FMA (see `_row_dot`). Its loop is
   bound by instruction issue, not memory (bench/kernel_ptx.py counts it). GATED reads a gated MLP's gate
   and up rows and writes silu(gate) * up.
-- more rows: tensor-core tiles; each K step is one group: its low and high nibbles become MAGIC + q in
-  the activation dtype in registers ([BLOCK_N, group/2] each, exact, one instruction a weight), are
-  multiplied with the two halves of the group's activations, and the group's scale and zero are applied
-  to that float32 product (see `_int4_mm_kernel`).
+- more rows: tensor-core tiles; each K step is one group: its low and high nibbles are dequantized to
+  the activation dtype in registers ([BLOCK_N, group/2] each) and multiplied with the two halves of the
+  group's activations, accumulating in float32 (the product of the rounded dequantized weight, as the
+  dense reference computes it).
 
-Both autotune on first use per (row bucket, N, K, group), and for one row the faster of the two is
-timed once per shape (`gemv_is_faster`); the engine makes those first calls at start-up.
+Both autotune on first use per (row bucket, N, K, group); the engine makes those first calls at start-up.
 """
 
 from __future__ import annotations
@@ -65,7 +64,7 @@ def _tile(bm, bn, warps, stages):
 
 
 # (BLOCK_N, warps, stages) for up to 64 rows; (BLOCK_M, BLOCK_N, warps, stages) beyond. A K step is one group.
-_DECODE = [(32, 4, 4), (64, 4, 4), (128, 4, 3), (64, 4, 3), (128, 4, 4), (256, 4, 3), (256, 8, 3)]
+_DECODE = [(32, 4, 4), (64, 4, 4), (128, 4, 3), (64, 4, 3)]
 _WIDE = [(64, 4, 4), (128, 4, 3), (128, 8, 3)]
 _PREFILL = [(128, 128, 4, 4), (128, 256, 8, 3), (64, 128, 4, 4), (128, 64, 4, 4), (256, 128, 8, 3)]
 
@@ -80,6 +79,11 @@ def tile_configs(bucket: int) -> list[dict]:
 
 
 if triton is not None:
+
+    @triton.jit
+    def _dequant(nibble, s, z):
+        """nibble (int32, 0..15) -> (nibble - 8) * s + z in float32: 0x4B000000 | q is the float 2^23 + q."""
+        return ((nibble | 0x4B000000).to(tl.float32, bitcast=True) - 8388616.0) * s + z
 
     @triton.jit
     def _row_dot(acc, q_ptr, sz_ptr, x_lo, x_hi, g_ok, EVEN: tl.constexpr):
@@ -149,52 +153,9 @@ if triton is not None:
             out = out / (1.0 + tl.exp(-out)) * up
         tl.store(Y + rn, out.to(Y.dtype.element_ty), mask=n_ok)
 
-    def _nibbles_asm(magic_bits: int) -> str:
-        """PTX for four bytes -> their low nibbles (two 32-bit words of two 16-bit floats) and their high
-        nibbles (two more): a byte permute spreads two bytes into the two halves of a word, a three-input
-        logic op (a & b) | c masks a nibble into the mantissa of the magic number."""
-        return f"""{{
-        .reg .b32 t0, t1, u0, u1;
-        prmt.b32 t0, $4, 0, 0x4140;
-        prmt.b32 t1, $4, 0, 0x4342;
-        shr.b32 u0, t0, 4;
-        shr.b32 u1, t1, 4;
-        lop3.b32 $0, t0, 0x000F000F, {magic_bits:#010x}, 0xEA;
-        lop3.b32 $1, t1, 0x000F000F, {magic_bits:#010x}, 0xEA;
-        lop3.b32 $2, u0, 0x000F000F, {magic_bits:#010x}, 0xEA;
-        lop3.b32 $3, u1, 0x000F000F, {magic_bits:#010x}, 0xEA;
-        }}"""
-
-    _NIBBLES_BF16 = tl.constexpr(_nibbles_asm(0x43004300))  # 128.0 twice
-    _NIBBLES_FP16 = tl.constexpr(_nibbles_asm(0x64006400))  # 1024.0 twice
-
-    @triton.jit
-    def _nibbles(b, like, MAGIC: tl.constexpr, ASM: tl.constexpr):
-        """uint8 bytes -> (MAGIC + low nibble, MAGIC + high nibble) in `like`'s dtype, exactly: a nibble in
-        the mantissa of MAGIC (128 in bf16, 1024 in fp16). ASM (CUDA): eight weights from one 32-bit word
-        in eight instructions, each making two 16-bit floats; otherwise (the interpreter, float32) plain
-        arithmetic to the same values."""
-        if ASM:
-            if MAGIC == 128:
-                lo, hi = tl.inline_asm_elementwise(_NIBBLES_BF16, "=r,=r,=r,=r,r", [b], dtype=(like.dtype, like.dtype),
-                                                   is_pure=True, pack=4)
-            else:
-                lo, hi = tl.inline_asm_elementwise(_NIBBLES_FP16, "=r,=r,=r,=r,r", [b], dtype=(like.dtype, like.dtype),
-                                                   is_pure=True, pack=4)
-        else:
-            bi = b.to(tl.int32)
-            lo = ((bi & 0xF) + MAGIC).to(like.dtype)
-            hi = ((bi >> 4) + MAGIC).to(like.dtype)
-        return lo, hi
-
     @triton.jit
     def _int4_mm_kernel(X, Q, SZ, Y, M, N, K, stride_xm, stride_qn, stride_ym, M_BUCKET, GROUP: tl.constexpr,
-                        MAGIC: tl.constexpr, ASM: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_N: tl.constexpr):
-        """Per group: D = v_lo . x_lo + v_hi . x_hi on the tensor cores, v = MAGIC + q exact in x's dtype;
-        then, as w = (q - 8) s + z = v s + (z - (MAGIC + 8) s), the float32 accumulator gains
-        s * D + (z - (MAGIC + 8) s) * sum(x over the group). The weights reach the tensor cores at one
-        instruction each instead of a convert and a multiply-add each."""
         HB: tl.constexpr = GROUP // 2
         pid_m, pid_n = tile_ids(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_N)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -206,17 +167,14 @@ if triton is not None:
         sz_ptr = SZ + rows.to(tl.int64) * 2
         acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
         for k in range(0, K, GROUP):  # one group a step (K is a multiple of GROUP)
-            b = tl.load(q_ptr)
+            b = tl.load(q_ptr).to(tl.int32)
             g_off = (k // GROUP) * N * 2  # < 2^31 for any real shape (448 groups x 128256 rows x 2)
-            s = tl.load(sz_ptr + g_off).to(tl.float32)
-            z = tl.load(sz_ptr + g_off + 1).to(tl.float32)
+            s = tl.load(sz_ptr + g_off).to(tl.float32)[:, None]
+            z = tl.load(sz_ptr + g_off + 1).to(tl.float32)[:, None]
             x_lo = tl.load(x_ptr, mask=m_ok[None, :], other=0.0)
             x_hi = tl.load(x_ptr + HB, mask=m_ok[None, :], other=0.0)
-            lo, hi = _nibbles(b, x_lo, MAGIC, ASM)
-            d = tl.dot(lo, x_lo)
-            d = tl.dot(hi, x_hi, d)
-            xsum = tl.sum(x_lo.to(tl.float32), 0) + tl.sum(x_hi.to(tl.float32), 0)  # [BLOCK_M]
-            acc += d * s[:, None] + (z - (MAGIC + 8.0) * s)[:, None] * xsum[None, :]
+            acc = tl.dot(_dequant(b & 0xF, s, z).to(x_lo.dtype), x_lo, acc)
+            acc = tl.dot(_dequant(b >> 4, s, z).to(x_lo.dtype), x_hi, acc)
             q_ptr += HB
             x_ptr += GROUP
         y_ptr = Y + rm.to(tl.int64)[None, :] * stride_ym + rn[:, None]
@@ -286,51 +244,26 @@ def int4_gemv(x, packed, sz, group: int, *, config: dict | None = None, out_dtyp
     return y
 
 
-_one_row: dict[tuple, bool] = {}  # (device, dtype, out dtype, N, K, group, gated) -> the GEMV is the faster
-
-
-def gemv_is_faster(x, packed, sz, group: int, *, out_dtype=None, gated: bool = False) -> bool:
-    """For one row: whether the GEMV beats the tiles (plus silu(gate) * up where `gated`) on this shape, timed
-    once per shape on first use (the engine's warm-up, before any CUDA-graph capture; the GEMV until then)."""
-    key = (x.device, x.dtype, out_dtype, packed.shape[0], x.shape[1], group, gated)
-    if key not in _one_row:
-        if not x.is_cuda or torch.cuda.is_current_stream_capturing():
-            return True
-        n = packed.shape[0] // 2 if gated else packed.shape[0]
-
-        def tiles():
-            y = int4_matmul(x, packed, sz, group, out_dtype=out_dtype, gemv=False)
-            return torch.nn.functional.silu(y[:, :n]) * y[:, n:] if gated else y
-
-        gemv = short_bench(lambda: int4_gemv(x, packed, sz, group, out_dtype=out_dtype, gated=gated), None)
-        _one_row[key] = gemv <= short_bench(tiles, None)
-    return _one_row[key]
-
-
-def int4_matmul(x, packed, sz, group: int, *, config: dict | None = None, out_dtype=None, gemv: bool | None = None):
+def int4_matmul(x, packed, sz, group: int, *, config: dict | None = None, out_dtype=None):
     """y [M, N] = x [M, K] @ dequant(packed, sz).T in `out_dtype` (default x's). `config` (tests): an entry of
-    `tile_configs` or `gemv_configs`. `gemv`: one row through the GEMV (default) or, False, the tiles."""
+    `tile_configs` (more than one row) or `gemv_configs` (one row)."""
     if triton is None:
         raise RuntimeError("int4_matmul needs triton")
     _check(x, packed, sz, group)
     m, k = x.shape
     n = packed.shape[0]
-    if gemv is None:
-        gemv = m == GEMV_MAX_M and ("GPS" in config if config is not None
-                                    else gemv_is_faster(x, packed, sz, group, out_dtype=out_dtype))
-    if gemv:
+    if m == GEMV_MAX_M and (config is None or "GPS" in config):
         return int4_gemv(x, packed, sz, group, config=config, out_dtype=out_dtype)
     y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device)
     if m == 0:
         return y
     args = (x, packed, sz, y, m, n, k, x.stride(0), packed.stride(0), y.stride(0), m_bucket(m))
-    fixed = dict(GROUP=group, MAGIC=1024 if x.dtype == torch.float16 else 128, ASM=x.is_cuda and x.dtype != torch.float32)
 
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
 
     if config is not None:
-        _int4_mm_kernel[grid](*args, **fixed, **config)
+        _int4_mm_kernel[grid](*args, GROUP=group, **config)
     else:
-        _int4_mm_tuned[grid](*args, **fixed)
+        _int4_mm_tuned[grid](*args, GROUP=group)
     return y

@@ -15,11 +15,8 @@ Layouts:
 The Triton kernel packs the query heads that share a KV head into one tile
 (rows = query positions x group), so each KV page is read once per KV head.
 For small batches it splits each sequence's keys over several programs
-(flash-decoding), so a batch-1 decode still fills the GPU. Only splits that
-hold keys run; each writes its partial softmax, counts itself in with an
-atomic, and the last one of a (token, KV head) merges them, in the same
-launch (no second kernel, no empty splits: a decode graph sized for long
-contexts runs as few programs as the current context needs).
+(flash-decoding) and merges the partial softmaxes in a second kernel, so a
+batch-1 decode still fills the GPU.
 """
 
 from __future__ import annotations
@@ -62,12 +59,12 @@ if triton is not None:
 
     @triton.jit
     def _paged_attn_kernel(
-        Q, K, V, O, PART, LSE, COUNT,
+        Q, K, V, O, LSE,
         block_tables, seq_lens, query_start,
         scale, k_scale, v_scale,
-        stride_qt, stride_qh, stride_ot, stride_oh, stride_pt, stride_ph, stride_ps,
+        stride_qt, stride_qh, stride_ot, stride_oh, stride_os,
         stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
-        stride_bt, stride_lt, stride_lh, num_kv,
+        stride_bt, stride_lt, stride_lh,
         GROUP: tl.constexpr, PAGE: tl.constexpr, HEAD_DIM: tl.constexpr,
         BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
     ):
@@ -81,13 +78,6 @@ if triton is not None:
             return
         seq_len = tl.load(seq_lens + seq)
         ctx = seq_len - q_len
-        kv_end = tl.minimum(seq_len, ctx + (qblk + 1) * BLOCK_Q)
-        seg = tl.cdiv(tl.cdiv(kv_end, NUM_SPLITS), BLOCK_N) * BLOCK_N
-        lo = split * seg
-        hi = tl.minimum(lo + seg, kv_end)
-        if NUM_SPLITS > 1:
-            if lo >= kv_end:  # no keys for this split: it takes no part
-                return
 
         rows = tl.arange(0, BLOCK_M)
         q_pos = qblk * BLOCK_Q + rows // GROUP  # position within this sequence's new tokens
@@ -98,6 +88,10 @@ if triton is not None:
         q = tl.load(Q + (q_start + q_pos)[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :],
                     mask=row_ok[:, None], other=0.0)
 
+        kv_end = tl.minimum(seq_len, ctx + (qblk + 1) * BLOCK_Q)
+        seg = tl.cdiv(tl.cdiv(kv_end, NUM_SPLITS), BLOCK_N) * BLOCK_N
+        lo = split * seg
+        hi = tl.minimum(lo + seg, kv_end)
 
         m_i = tl.full([BLOCK_M], -1e30, tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -127,34 +121,29 @@ if triton is not None:
         l_safe = tl.where(l_i > 0, l_i, 1.0)
         o = acc / l_safe[:, None]
         tok = q_start + q_pos
-        optr = O + tok[:, None] * stride_ot + head[:, None] * stride_oh + d[None, :]
-        if NUM_SPLITS == 1:
-            tl.store(optr, o.to(O.dtype.element_ty), mask=row_ok[:, None])
-        else:
-            # This split's partial result and log-sum-exp; the last split to finish merges them all.
-            pptr = PART + tok[:, None] * stride_pt + head[:, None] * stride_ph + d[None, :]
-            lptr = LSE + tok * stride_lt + head * stride_lh
-            tl.store(pptr + split * stride_ps, o, mask=row_ok[:, None])
-            tl.store(lptr + split, tl.where(l_i > 0, m_i + tl.log(l_safe), -1e30), mask=row_ok)
-            tl.debug_barrier()  # every thread's stores issued before the count is released
-            counter = COUNT + seq * num_kv + kvh
-            active = tl.cdiv(kv_end, seg)
-            if tl.atomic_add(counter, 1, sem="acq_rel") == active - 1:
-                # Unrolled over every split slot (masked past `active`), so the partials' loads issue
-                # back to back instead of one dependent round trip per split. L1 is bypassed (.cg): other
-                # programs wrote these.
-                sp = tl.arange(0, NUM_SPLITS)
-                lse_all = tl.load(lptr[:, None] + sp[None, :], mask=row_ok[:, None] & (sp < active)[None, :],
-                                  other=-1e30, cache_modifier=".cg")
-                m = tl.max(lse_all, 1)
-                den = tl.sum(tl.exp(lse_all - m[:, None]), 1)
-                out = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-                for s in tl.static_range(NUM_SPLITS):
-                    ok = row_ok & (s < active)
-                    w = tl.exp(tl.load(lptr + s, mask=ok, other=-1e30, cache_modifier=".cg") - m)
-                    out += tl.load(pptr + s * stride_ps, mask=ok[:, None], other=0.0, cache_modifier=".cg") * w[:, None]
-                tl.store(optr, (out / den[:, None]).to(O.dtype.element_ty), mask=row_ok[:, None])
-                tl.atomic_xchg(counter, 0)  # ready for the next launch (CUDA graphs replay the same counters)
+        optr = O + tok[:, None] * stride_ot + head[:, None] * stride_oh + split * stride_os + d[None, :]
+        tl.store(optr, o.to(O.dtype.element_ty), mask=row_ok[:, None])
+        if NUM_SPLITS > 1:
+            lse = tl.where(l_i > 0, m_i + tl.log(l_safe), float("-inf"))
+            tl.store(LSE + tok * stride_lt + head * stride_lh + split, lse, mask=row_ok)
+
+    @triton.jit
+    def _merge_splits_kernel(
+        PART, LSE, O,
+        stride_pt, stride_ph, stride_ps, stride_lt, stride_lh, stride_ot, stride_oh,
+        NUM_SPLITS: tl.constexpr, HEAD_DIM: tl.constexpr,
+    ):
+        tok = tl.program_id(0)
+        head = tl.program_id(1)
+        sp = tl.arange(0, NUM_SPLITS)
+        d = tl.arange(0, HEAD_DIM)
+        lse = tl.load(LSE + tok * stride_lt + head * stride_lh + sp)
+        m = tl.max(lse, 0)
+        w = tl.exp(lse - m)
+        w = w / tl.sum(w, 0)
+        part = tl.load(PART + tok * stride_pt + head * stride_ph + sp[:, None] * stride_ps + d[None, :])
+        o = tl.sum(part * w[:, None], 0)
+        tl.store(O + tok * stride_ot + head * stride_oh + d, o.to(O.dtype.element_ty))
 
 
 def num_splits_for(num_seqs: int, num_kv_heads: int, max_seq_len: int, sm_count: int = 132) -> int:
@@ -164,30 +153,12 @@ def num_splits_for(num_seqs: int, num_kv_heads: int, max_seq_len: int, sm_count:
     return 1 << int(math.log2(max(1, min(want, cap, 32))))
 
 
-_counters: dict[torch.device, list[torch.Tensor]] = {}
-
-
-def _split_counters(n: int, device: torch.device) -> torch.Tensor:
-    """Zeroed int32 counters the split kernels leave zeroed, one per (sequence, KV head), kept for the
-    process's life: CUDA graphs hold their address. Made outside any capture (graph warm-ups run first)."""
-    held = _counters.setdefault(device, [])
-    if not held or held[-1].numel() < n:
-        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
-            raise RuntimeError("paged attention's split counters must exist before CUDA-graph capture: "
-                               "run the same batch size once before capturing it")
-        held.append(torch.zeros(max(n, 1 << 16), dtype=torch.int32, device=device))  # old ones stay alive
-    return held[-1]
-
-
 def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start, scale, *, max_q_len: int,
                     num_splits: int = 1, k_scale: float = 1.0, v_scale: float = 1.0, out=None):
-    """Triton paged attention. `max_q_len` and `num_splits` are host ints (fixed per CUDA graph); splits are
-    for decode only (`max_q_len` 1)."""
+    """Triton paged attention. `max_q_len` and `num_splits` are host ints (fixed per CUDA graph)."""
     num_tokens, num_heads, head_dim = q.shape
     num_kv = k_cache.shape[2]
     group = num_heads // num_kv
-    if num_splits > 1 and max_q_len != 1:
-        raise ValueError(f"key splits are for decode steps (max_q_len 1), got max_q_len {max_q_len}")
     if out is None:
         out = torch.empty_like(q)
     # Decode (max_q_len 1) packs only the group's heads; prefill tiles 16 query positions.
@@ -197,20 +168,23 @@ def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start, sc
     if num_splits > 1:
         part = torch.empty(num_tokens, num_heads, num_splits, head_dim, dtype=torch.float32, device=q.device)
         lse = torch.empty(num_tokens, num_heads, num_splits, dtype=torch.float32, device=q.device)
-        count = _split_counters(seq_lens.numel() * num_kv, q.device)
-        sp = (part.stride(0), part.stride(1), part.stride(2), lse.stride(0), lse.stride(1))
+        o, so, lse_t = part, part.stride(2), lse
     else:
-        part = lse = count = out  # unused with one split
-        sp = (0, 0, 0, 0, 0)
+        o, so, lse_t = out, 0, out  # LSE unused with one split
     _paged_attn_kernel[grid](
-        q, k_cache, v_cache, out, part, lse, count, block_tables, seq_lens, query_start,
+        q, k_cache, v_cache, o, lse_t, block_tables, seq_lens, query_start,
         scale, k_scale, v_scale,
-        q.stride(0), q.stride(1), out.stride(0), out.stride(1), sp[0], sp[1], sp[2],
+        q.stride(0), q.stride(1), o.stride(0), o.stride(1), so,
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
-        block_tables.stride(0), sp[3], sp[4], num_kv,
+        block_tables.stride(0), lse_t.stride(0) if num_splits > 1 else 0, lse_t.stride(1) if num_splits > 1 else 0,
         GROUP=group, PAGE=k_cache.shape[1], HEAD_DIM=head_dim,
         BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_N=64, NUM_SPLITS=num_splits,
         num_warps=4, num_stages=2,
     )
+    if num_splits > 1:
+        _merge_splits_kernel[(num_tokens, num_heads)](
+            part, lse, out, part.stride(0), part.stride(1), part.stride(2), lse.stride(0), lse.stride(1),
+            out.stride(0), out.stride(1), NUM_SPLITS=num_splits, HEAD_DIM=head_dim,
+        )
     return out

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fms_worker.kernels.int4_matmul import gemv_is_faster, int4_gemv, int4_matmul
+from fms_worker.kernels.int4_matmul import int4_gemv, int4_matmul
 from fms_worker.kernels.tuning import triton_available
 from fms_worker.quantization.staged import set_param
 from fms_worker.quantization.tuned import TunedLinearMethod
@@ -115,11 +115,8 @@ class Int4LinearMethod(TunedLinearMethod):
         return super().apply_float32(layer, x)
 
     def apply_silu_mul(self, layer, x, bias):
-        """One row (decode at batch 1): the GEMV reads gate and up rows together and writes silu(gate) * up,
-        where it beats the tiles plus the separate activation on this shape."""
-        if (self._triton_ok(layer, x) and bias is None and x.numel() == x.shape[-1]
-                and gemv_is_faster(self.rows(layer, x), layer.qweight, layer.scales_and_zeros, self.group_size,
-                                   gated=True)):
+        """One row (decode at batch 1): the GEMV reads gate and up rows together and writes silu(gate) * up."""
+        if self._triton_ok(layer, x) and bias is None and x.numel() == x.shape[-1]:
             y = int4_gemv(self.rows(layer, x), layer.qweight, layer.scales_and_zeros, self.group_size, gated=True)
             return y.reshape(*x.shape[:-1], -1)
         return super().apply_silu_mul(layer, x, bias)

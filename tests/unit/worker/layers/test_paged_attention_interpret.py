@@ -1,10 +1,9 @@
 """The paged-attention kernel on CPU, through Triton's interpreter, against its torch reference.
 
-The split (flash-decoding) path is the one with moving parts: only splits holding keys run, the last
-one to count itself in merges the partial softmaxes in the same launch and zeroes its counter again.
-Checked here: decode batches with ragged contexts (some sequences use fewer splits than the launch
-has), several launches in a row on the same counters (as CUDA-graph replays are), GQA and MHA,
-and prefill with context through the unsplit path.
+Checked here: the split (flash-decoding) path with its merge kernel on decode batches with ragged
+contexts (some sequences have keys for fewer splits than the launch has, so empty splits must drop out
+of the merge), GQA and MHA, contexts of one tile and of one key, and prefill with context through the
+unsplit path.
 """
 
 from __future__ import annotations
@@ -45,13 +44,9 @@ for q_lens, seq_lens, h, kv, d, splits in (
 ):
     q, k, v, table, sl, qs = case(q_lens, seq_lens, h, kv, d)
     ref = pa.paged_attention_ref(q, k, v, table, sl, qs, d ** -0.5)
-    errs = []
-    for _ in range(3):  # the counters must come back to zero after every launch
-        got = torch.full_like(q, float("nan"))
-        pa.paged_attention(q, k, v, table, sl, qs, d ** -0.5, max_q_len=max(q_lens), num_splits=splits, out=got)
-        errs.append((got - ref).abs().max().item())
-    counters = pa._counters.get(q.device, [torch.zeros(1)])[-1]
-    out.append(dict(errs=errs, counters_zero=bool((counters == 0).all())))
+    got = torch.full_like(q, float("nan"))  # poisoned: every element must be written
+    pa.paged_attention(q, k, v, table, sl, qs, d ** -0.5, max_q_len=max(q_lens), num_splits=splits, out=got)
+    out.append(dict(err=(got - ref).abs().max().item()))
 print(json.dumps(out))
 '''
 
@@ -60,19 +55,5 @@ def test_split_and_unsplit_paths_match_reference(triton_interpret):
     results = triton_interpret(_SCRIPT)
     assert len(results) == 4
     for r in results:
-        assert all(e < 1e-4 for e in r["errs"]), r  # float32 throughout: rounding only (NaN fails too)
-        assert r["counters_zero"], r
+        assert r["err"] < 1e-4, r  # float32 throughout: rounding only (NaN fails too)
 
-
-def test_splits_are_for_decode_only():
-    import pytest
-    import torch
-
-    pa = pytest.importorskip("fms_worker.kernels.paged_attention")
-    if pa.triton is None:
-        pytest.skip("triton is not installed")
-    q = torch.zeros(3, 2, 16)
-    kc = torch.zeros(4, 16, 2, 16)
-    with pytest.raises(ValueError, match="decode"):
-        pa.paged_attention(q, kc, kc, torch.zeros(1, 1, dtype=torch.int32), torch.tensor([3], dtype=torch.int32),
-                           torch.tensor([0, 3], dtype=torch.int32), 1.0, max_q_len=3, num_splits=2)

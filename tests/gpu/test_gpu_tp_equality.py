@@ -5,9 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fms_worker.config import WorkerConfig
-from fms_worker.engine.llm_engine import LLMEngine
-from fms_worker.engine.types import SamplingParams
 from fms_worker.topology import interconnect_problem, order_ranks, read_topology
 from tiny_models import write_tiny_llama
 
@@ -19,20 +16,36 @@ def _gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+_GREEDY = """
+import json, sys
+from fms_worker.config import WorkerConfig
+from fms_worker.engine.llm_engine import LLMEngine
+from fms_worker.engine.types import SamplingParams
+
+model_dir, tp, interconnect, all_reduce, prompts = json.loads(sys.argv[1])
+engine = LLMEngine(WorkerConfig.model_validate({
+    "model": {"path": model_dir}, "precision": {"dtype": "float32"}, "runtime": {"device": "cuda"},
+    "parallel": {"tensor": tp, "interconnect": interconnect, "all_reduce": all_reduce},
+    "caching": {"num_kv_blocks": 256, "block_size": 16}, "batching": {"max_num_batched_tokens": 512, "max_num_seqs": 8},
+}))
+outs = engine.generate(prompts, SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True))
+print(json.dumps([o.outputs[0].token_ids for o in outs]))
+if hasattr(engine.runner, "close"):
+    engine.runner.close()
+"""
+
+
 def _greedy(model_dir, tp: int, interconnect: str = "any", all_reduce: str = "auto") -> list[list[int]]:
-    engine = LLMEngine(WorkerConfig.model_validate({
-        "model": {"path": str(model_dir)}, "precision": {"dtype": "float32"}, "runtime": {"device": "cuda"},
-        "parallel": {"tensor": tp, "interconnect": interconnect, "all_reduce": all_reduce},
-        "caching": {"num_kv_blocks": 256, "block_size": 16}, "batching": {"max_num_batched_tokens": 512, "max_num_seqs": 8},
-    }))
-    try:
-        outs = engine.generate(PROMPTS, SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True))
-        return [o.outputs[0].token_ids for o in outs]
-    finally:
-        if hasattr(engine.runner, "close"):
-            engine.runner.close()
-        del engine
-        torch.cuda.empty_cache()
+    """One engine per process, as a worker runs it (rank 0 here is the child, its followers its children)."""
+    import json
+    import subprocess
+    import sys
+
+    args = json.dumps([str(model_dir), tp, interconnect, all_reduce, PROMPTS])
+    out = subprocess.run([sys.executable, "-c", _GREEDY, args], capture_output=True, text=True, timeout=240)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")

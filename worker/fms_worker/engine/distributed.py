@@ -116,6 +116,7 @@ class ParallelRunner:
             launch.broadcast_object((STOP, ()), self.groups)
         except RuntimeError as exc:  # a follower already gone
             log.warning("could not stop followers cleanly: %s", exc)
+        self.local.release_graphs()
         launch.shutdown_groups()
         launch.stop_followers(self.followers)
 
@@ -217,11 +218,14 @@ def serve_commands(runner: ModelRunner, groups: Groups) -> None:
     """A follower's life: replay rank 0's calls until it says stop."""
     gc.collect()
     gc.freeze()  # the loaded model's objects stay: a follower's collector pause would stall every rank's step
-    while True:
-        method, args = launch.broadcast_object(None, groups)
-        if method == STOP:
-            return
-        _finish(method, getattr(runner, method)(*args), groups)
+    try:
+        while True:
+            method, args = launch.broadcast_object(None, groups)
+            if method == STOP:
+                return
+            _finish(method, getattr(runner, method)(*args), groups)
+    finally:
+        runner.release_graphs()  # before the caller destroys the groups
 
 
 def follow_group(config: WorkerConfig, group: PodGroup) -> int:

@@ -126,6 +126,14 @@ class ModelRunner:
         )
         return self.graphs.capture()
 
+    def release_graphs(self) -> None:
+        """Drop the decode graphs before the process group goes: NCCL cannot destroy a communicator whose
+        kernels live graphs still hold (destroy_process_group hangs, pytorch/pytorch#115388)."""
+        if self.graphs is not None:
+            self.graphs = None
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+
     # ---- one step ------------------------------------------------------------
     def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
         """Run a step and wait for its tokens."""

@@ -4,7 +4,8 @@
   float), against cuBLAS bf16 for the same shape;
 - the gated gate-up GEMV (silu(gate) * up in the epilogue) against the plain GEMV plus the compiled activation;
 - the fused rotary + KV-cache write against the compiled rotary plus two index_copy_ launches;
-- the int4 Triton kernels (group 128) against PyTorch's tinygemm on the same weights, at 1, 16 and 256 rows;
+- the int4 Triton kernels (group 128) against PyTorch's tinygemm on the same weights, at 1, 16 and 256 rows
+  (and at one row the packed-pair GEMV, kernels/int4_gemv_packed.py);
 - paged attention of a decode step as a CUDA graph captures it (splits sized for the longest context), at a
   few contexts, optionally against an earlier version of the kernel's module (`--attention-baseline FILE`);
 - the same int4 weights through GemLite's Triton kernels (`gemlite` on PyPI, its default kernel choice per row
@@ -87,6 +88,14 @@ def int4_rows(dev, group: int = 128) -> list[dict]:
             t_triton = graph_us(lambda: k4.int4_matmul(x, packed, sz, group))
             row = dict(n=n, k=k, m=m, tinygemm_us=t_tiny, triton_us=t_triton, triton_TBps=n * k / 2 / t_triton / 1e6)
             extra = ""
+            if m == 1:  # the packed-pair GEMV (kernels/int4_gemv_packed.py), not yet used by the engine
+                from fms_worker.kernels.int4_gemv_packed import int4_gemv_packed
+
+                got = int4_gemv_packed(x, packed, sz, group)
+                row["packed_rel_err"] = ((got.float() - ref.float()).norm() / ref.float().norm()).item()
+                row["packed_us"] = graph_us(lambda: int4_gemv_packed(x, packed, sz, group))
+                extra = (f" | packed {row['packed_us']:7.1f} us ({n * k / 2 / row['packed_us'] / 1e6:.2f} TB/s, "
+                         f"err {row['packed_rel_err']:.1e})")
             rows.append(row)
             print(f"int4 {n:>7} x {k:>5}, {m:>3} rows: tinygemm {t_tiny:7.1f} us | triton {t_triton:7.1f} us "
                   f"({t_tiny / t_triton:.2f}x; {n * k / 2 / t_triton / 1e6:.2f} TB/s of packed weight){extra}", flush=True)

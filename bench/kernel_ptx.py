@@ -10,7 +10,7 @@ instructions per weight the loop, not memory, is the limit. It is the check used
 int4 GEMV between GPU runs; speed itself is measured on a GPU (bench/decode_kernels_gpu.py,
 bench/profile_decode.py).
 
-    python3 bench/kernel_ptx.py [--kernel int4 int8]   (from the repository root)
+    python3 bench/kernel_ptx.py [--kernel int4 int4-packed int8]   (from the repository root)
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
+from fms_worker.kernels import int4_gemv_packed as k4p  # noqa: E402
 from fms_worker.kernels import int4_matmul as k4  # noqa: E402
 from fms_worker.kernels import int8_matmul as k8  # noqa: E402
 
@@ -95,6 +96,19 @@ def int4_rows(group: int = 128):
                    stats(k4._int4_gemv_kernel, sig, consts, c["num_warps"], c["num_stages"]))
 
 
+def int4_packed_rows(group: int = 128):
+    sig = {"X": "*bf16", "XW": "*i64", "QW": "*i32", "SZ": "*bf16", "Y": "*bf16", "N": "i32", "K": "i32",
+           "stride_qw": "i32", "GROUP": "constexpr", "GATED": "constexpr", "EVEN": "constexpr", "IS_BF16": "constexpr",
+           "ASM": "constexpr", "BLOCK_N": "constexpr", "GPS": "constexpr", "STAGES": "constexpr"}
+    for c in k4p.configs(group):
+        for gated in (False, True):
+            consts = dict(GROUP=group, GATED=gated, EVEN=True, IS_BF16=True, ASM=True, BLOCK_N=c["BLOCK_N"],
+                          GPS=c["GPS"], STAGES=c["num_stages"])
+            weights = c["BLOCK_N"] * c["GPS"] * group * (2 if gated else 1) / (32 * c["num_warps"])
+            yield (f"int4-packed g{group} {c}{' gated' if gated else ''}", weights,
+                   stats(k4p._packed_gemv_kernel, sig, consts, c["num_warps"], c["num_stages"]))
+
+
 def int8_rows():
     sig = {"X": "*bf16", "Q": "*i8", "S": "*bf16", "B": "*bf16", "Y": "*bf16", "N": "i32", "K": "i32",
            "stride_qn": "i32", "HAS_BIAS": "constexpr", "EVEN_K": "constexpr", "GATED": "constexpr",
@@ -108,11 +122,14 @@ def int8_rows():
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--kernel", nargs="+", default=["int4", "int8"], choices=["int4", "int8"])
+    ap.add_argument("--kernel", nargs="+", default=["int4", "int4-packed", "int8"],
+                    choices=["int4", "int4-packed", "int8"])
     args = ap.parse_args()
     rows = []
     if "int4" in args.kernel:
         rows += list(int4_rows())
+    if "int4-packed" in args.kernel:
+        rows += list(int4_packed_rows())
     if "int8" in args.kernel:
         rows += list(int8_rows())
     print(f"{'kernel and config':90} weights/thread  scalar-ld  cp.async  bar  float/w  int/w  SASS/w")

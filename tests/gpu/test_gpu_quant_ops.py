@@ -167,6 +167,27 @@ def test_int4_every_config():
             assert _rel(got, F.silu(gate) * up) < 0.01, cfg
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_int4_packed_gemv(dtype):
+    """The packed-pair GEMV (inline PTX, not yet used by the engine): every config, gated, and autotuned."""
+    from fms_worker.kernels import int4_gemv_packed as kp
+    from fms_worker.kernels import int4_matmul as k4
+    from fms_worker.quantization.int4 import pack_nibbles
+
+    g = torch.Generator(device=CUDA).manual_seed(0)
+    for n, k, group in ((1000, 4096, 128), (512, 14336, 128), (300, 1536, 64)):
+        q, scale, zero = quantize_int4(torch.randn(2 * n, k, device=CUDA, generator=g) * 0.02, group)
+        packed, sz = pack_nibbles(q, group), torch.stack([scale, zero], dim=-1).to(dtype).contiguous()
+        x = torch.randn(1, k, device=CUDA, generator=g).to(dtype)
+        ref = k4.int4_matmul_ref(x, packed[:n], sz[:, :n].contiguous(), group, out_dtype=torch.float32)
+        gate, up = k4.int4_matmul_ref(x, packed, sz, group, out_dtype=torch.float32).chunk(2, dim=-1)
+        for cfg in kp.configs(group) + [None]:
+            got = kp.int4_gemv_packed(x, packed[:n].contiguous(), sz[:, :n].contiguous(), group, config=cfg)
+            assert _rel(got, ref) < 0.01, (n, k, group, cfg, _rel(got, ref))
+            got = kp.int4_gemv_packed(x, packed, sz, group, config=cfg, gated=True)
+            assert _rel(got, F.silu(gate) * up) < 0.01, (n, k, group, cfg)
+
+
 def test_int4_merged_odd_width():
     """SmolLM2-like width 576: padded to the group size, still on the Triton kernels; gated for one row."""
     gate, up = (torch.randn(1536, 576, device=CUDA) * 0.04 for _ in range(2))

@@ -1,0 +1,143 @@
+"""The packed-pair int4 GEMV's PTX block, executed instruction by instruction on the CPU.
+
+CI has no GPU, and Triton's interpreter runs the kernel's plain path instead of its inline PTX. This
+test reads the PTX text the kernel compiles in (`_word_asm`) and executes it with a small model of the
+eight instructions it uses (byte permute, shift, three-input logic, packed 16-bit FMA, moves and
+conversions), so a wrong byte selector, nibble mask, magic constant or lane order fails here; the
+rounding model is the PTX ISA's (round to nearest even per 16-bit lane).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import struct
+
+import numpy as np
+import pytest
+
+from fms_worker.kernels.int4_gemv_packed import _word_asm
+
+M32 = 0xFFFFFFFF
+
+
+def _bf16_bits(v: float) -> int:
+    """Round a float to bfloat16 (nearest even) and return its 16 bits."""
+    b = struct.unpack("<I", struct.pack("<f", np.float32(v)))[0]
+    return ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) & 0xFFFF
+
+
+def _bf16_val(h: int) -> float:
+    return struct.unpack("<f", struct.pack("<I", h << 16))[0]
+
+
+def _f16_bits(v: float) -> int:
+    return int(np.array(v, dtype=np.float16).view(np.uint16))
+
+
+def _f16_val(h: int) -> float:
+    return float(np.array(h, dtype=np.uint16).view(np.float16))
+
+
+def _f32_val(bits: int) -> float:
+    return struct.unpack("<f", struct.pack("<I", bits & M32))[0]
+
+
+def _f32_bits(v: float) -> int:
+    return struct.unpack("<I", struct.pack("<f", np.float32(v)))[0]
+
+
+def run_ptx(text: str, args: dict[str, int]) -> dict[str, int]:
+    regs = dict(args)
+
+    def val(tok: str) -> int:
+        tok = tok.strip()
+        if tok in regs:
+            return regs[tok]
+        return int(tok, 0)
+
+    for line in text.replace(";", ";\n").splitlines():
+        line = line.strip().rstrip(";").strip()
+        if not line or line in "{}" or line.startswith(".reg"):
+            continue
+        op, rest = line.split(None, 1)
+        if op in ("mov.b64", "mov.b32") and rest.startswith("{"):  # unpack into two halves
+            outs, src = re.match(r"\{\s*(\w+),\s*(\w+)\s*\},\s*(\S+)", rest).group(1, 2), val(rest.split(",")[-1])
+            half = 32 if op == "mov.b64" else 16
+            regs[outs[0]], regs[outs[1]] = src & ((1 << half) - 1), src >> half
+            continue
+        ops = [t.strip() for t in rest.split(",")]
+        d, srcs = ops[0], [val(t) for t in ops[1:]]
+        if op == "mov.b32":
+            r = srcs[0] & M32
+        elif op == "prmt.b32":
+            a, b, c = srcs
+            pool = [(a >> (8 * i)) & 0xFF for i in range(4)] + [(b >> (8 * i)) & 0xFF for i in range(4)]
+            assert all(((c >> (4 * i)) & 0x8) == 0 for i in range(4)), "sign-replicate selectors not modelled"
+            r = sum(pool[(c >> (4 * i)) & 0x7] << (8 * i) for i in range(4))
+        elif op == "shr.b32":
+            r = (srcs[0] & M32) >> srcs[1]
+        elif op == "shl.b32":
+            r = (srcs[0] << srcs[1]) & M32
+        elif op == "and.b32":
+            r = srcs[0] & srcs[1] & M32
+        elif op == "lop3.b32":
+            a, b, c, lut = srcs
+            r = 0
+            for bit in range(32):
+                idx = (((a >> bit) & 1) << 2) | (((b >> bit) & 1) << 1) | ((c >> bit) & 1)
+                r |= ((lut >> idx) & 1) << bit
+        elif op in ("fma.rn.bf16x2", "fma.rn.f16x2"):
+            to_val, to_bits = (_bf16_val, _bf16_bits) if "bf16" in op else (_f16_val, _f16_bits)
+            r = 0
+            for lane in range(2):
+                a, b, c = (to_val((s >> (16 * lane)) & 0xFFFF) for s in srcs)
+                r |= to_bits(a * b + c) << (16 * lane)  # the exact a*b+c, rounded once
+        elif op == "cvt.f32.f16":
+            r = _f32_bits(_f16_val(srcs[0]))
+        elif op == "add.f32":
+            r = _f32_bits(np.float32(_f32_val(srcs[0])) + np.float32(_f32_val(srcs[1])))
+        else:
+            raise AssertionError(f"instruction not modelled: {op}")
+        regs[d] = r
+    return regs
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "f16"])
+def test_word_block_computes_sum_of_q_minus_8_times_x(dtype):
+    if dtype == "bf16":
+        text, to_bits, to_val = _word_asm(0x4300, 0xC308, 0x3F80), _bf16_bits, _bf16_val
+    else:
+        text, to_bits, to_val = _word_asm(0x6400, 0xE408, 0x3C00), _f16_bits, _f16_val
+    rng = random.Random(0)
+    for _ in range(300):
+        codes_lo = [rng.randrange(16) for _ in range(4)]
+        codes_hi = [rng.randrange(16) for _ in range(4)]
+        word = sum((lo | hi << 4) << (8 * i) for i, (lo, hi) in enumerate(zip(codes_lo, codes_hi)))
+        x_lo = [to_bits(rng.gauss(0, 1)) for _ in range(4)]
+        x_hi = [to_bits(rng.gauss(0, 1)) for _ in range(4)]
+        xl = sum(h << (16 * i) for i, h in enumerate(x_lo))  # four activations in one 64-bit word
+        xh = sum(h << (16 * i) for i, h in enumerate(x_hi))
+        got = _f32_val(run_ptx(text, {"$1": word, "$2": xl, "$3": xh})["$0"])
+        terms = [(q - 8) * to_val(x) for q, x in zip(codes_lo + codes_hi, x_lo + x_hi)]
+        # four terms a lane rounded to 8 (bf16) or 11 (f16) significant bits; a wrong lane or constant is off
+        # by whole terms
+        tol = (2 ** -7 if dtype == "bf16" else 2 ** -10) * 4 * sum(abs(t) for t in terms) + 1e-6
+        assert abs(got - sum(terms)) <= tol, (codes_lo, codes_hi, got, sum(terms))
+
+
+def test_model_catches_a_wrong_lane_order():
+    """The same check fails for a block whose activation lanes are swapped (the model is not vacuous)."""
+    text = _word_asm(0x4300, 0xC308, 0x3F80).replace("mov.b64 {xa, xb}, $2", "mov.b64 {xb, xa}, $2")
+    rng = random.Random(1)
+    misses = 0
+    for _ in range(50):
+        codes = [rng.randrange(16) for _ in range(8)]
+        word = sum((codes[i] | codes[i + 4] << 4) << (8 * i) for i in range(4))
+        xs = [_bf16_bits(rng.gauss(0, 1)) for _ in range(8)]
+        xl = sum(h << (16 * i) for i, h in enumerate(xs[:4]))
+        xh = sum(h << (16 * i) for i, h in enumerate(xs[4:]))
+        got = _f32_val(run_ptx(text, {"$1": word, "$2": xl, "$3": xh})["$0"])
+        want = sum((q - 8) * _bf16_val(x) for q, x in zip(codes, xs))
+        misses += abs(got - want) > 0.05 * sum(abs((q - 8) * _bf16_val(x)) for q, x in zip(codes, xs)) + 1e-3
+    assert misses > 25

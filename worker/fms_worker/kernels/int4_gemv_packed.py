@@ -1,0 +1,221 @@
+"""A one-row int4 GEMV that works on two weights per instruction (packed 16-bit float pairs).
+
+Same layout as `int4_matmul` (codes two per byte, byte j of a group holding column j low and column
+j + group/2 high; `sz` [K/group, N, 2] = (scale, zero); w = (q - 8) * scale + zero). The weights are
+read as 32-bit words (eight codes) and the activations as 64-bit words (four bf16/fp16 values), and
+one inline-PTX block turns a weight word and its two activation words into one float32 partial sum:
+
+    two byte permutes spread bytes into the halves of a word; a shift and four three-input logic ops
+    put each nibble into the mantissa of MAGIC (128 in bf16, 1024 in fp16), giving MAGIC + q exactly,
+    two per register; one packed FMA each subtracts MAGIC + 8 (exact: small integers); four packed
+    FMAs multiply by the activations and add up, two lanes at a time; the two lanes become float32.
+
+That is about 20 instructions for eight weights, against ~8 instructions a weight for the
+one-nibble-per-element GEMV in `int4_matmul` (`python3 bench/kernel_ptx.py --kernel int4-packed`).
+Each group's partial sums then take the group's scale, and its zero times the group's activation sum:
+sum_k x_k w_k = s * sum_k x_k (q_k - 8) + z * sum_k x_k.
+
+Rounding: within a word the products and their sums are rounded to the activation dtype (four terms
+a lane) before float32 takes over; the error is far below int4's own (GPU tests compare with the
+dequantized reference).
+
+Not wired into the engine: measured on a GPU first (bench/decode_kernels_gpu.py --sections int4,
+tests/gpu/test_gpu_quant_ops.py). Off CUDA (the interpreter) the same sums are computed with plain
+integer and float operations.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fms_worker.kernels.tuning import short_bench
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs
+    triton = None
+
+# (BLOCK_N, groups per step, warps, stages) at group 128; other group sizes keep the bytes per step. More rows a
+# thread share each activation word (fewer shared-memory loads): 3.4-5.8 SASS instructions a weight for these.
+_CONFIGS = [(8, 4, 4, 3), (16, 4, 4, 3), (32, 2, 4, 3), (64, 1, 4, 4), (16, 4, 2, 4), (32, 2, 2, 4), (64, 1, 2, 4),
+            (128, 1, 4, 3)]
+
+
+def configs(group: int) -> list[dict]:
+    return [dict(BLOCK_N=bn, GPS=max(1, gps * 128 // group), num_warps=w, num_stages=st)
+            for bn, gps, w, st in _CONFIGS]
+
+
+def supported(x: torch.Tensor, packed: torch.Tensor) -> bool:
+    """16-bit activations whose row reads as 64-bit words, and whole 32-bit weight words per row."""
+    return (x.dtype in (torch.bfloat16, torch.float16) and x.shape[0] == 1 and x.is_contiguous()
+            and x.data_ptr() % 8 == 0 and packed.is_contiguous() and packed.shape[1] % 4 == 0
+            and packed.data_ptr() % 4 == 0)
+
+
+def _word_asm(magic: int, offset: int, one: int) -> str:
+    """PTX: $1 eight codes (b32), $2 / $3 the low / high nibbles' four activations (b64) -> $0 float32."""
+    kind = "bf16x2" if magic == 0x4300 else "f16x2"
+    m2, n2, o2 = (v | v << 16 for v in (magic, offset, one))
+    return f"""{{
+    .reg .b32 t0, t1, u0, u1, l0, l1, h0, h1, xa, xb, xc, xd, acc, f0, f1, one, neg, zero;
+    .reg .b16 ha, hb;
+    mov.b32 one, {o2:#010x};
+    mov.b32 neg, {n2:#010x};
+    mov.b32 zero, 0;
+    prmt.b32 t0, $1, 0, 0x4140;
+    prmt.b32 t1, $1, 0, 0x4342;
+    shr.b32 u0, t0, 4;
+    shr.b32 u1, t1, 4;
+    lop3.b32 l0, t0, 0x000F000F, {m2:#010x}, 0xEA;
+    lop3.b32 l1, t1, 0x000F000F, {m2:#010x}, 0xEA;
+    lop3.b32 h0, u0, 0x000F000F, {m2:#010x}, 0xEA;
+    lop3.b32 h1, u1, 0x000F000F, {m2:#010x}, 0xEA;
+    fma.rn.{kind} l0, l0, one, neg;
+    fma.rn.{kind} l1, l1, one, neg;
+    fma.rn.{kind} h0, h0, one, neg;
+    fma.rn.{kind} h1, h1, one, neg;
+    mov.b64 {{xa, xb}}, $2;
+    mov.b64 {{xc, xd}}, $3;
+    fma.rn.{kind} acc, l0, xa, zero;
+    fma.rn.{kind} acc, l1, xb, acc;
+    fma.rn.{kind} acc, h0, xc, acc;
+    fma.rn.{kind} acc, h1, xd, acc;
+    {"shl.b32 f0, acc, 16; and.b32 f1, acc, 0xFFFF0000;" if kind == "bf16x2" else
+     "mov.b32 {ha, hb}, acc; cvt.f32.f16 f0, ha; cvt.f32.f16 f1, hb;"}
+    add.f32 $0, f0, f1;
+    }}"""
+
+
+if triton is not None:
+    # bf16: MAGIC 128.0 = 0x4300, -(128 + 8) = 0xC308, 1.0 = 0x3F80; fp16: 1024.0, -1032.0, 1.0.
+    _ASM_BF16 = tl.constexpr(_word_asm(0x4300, 0xC308, 0x3F80))
+    _ASM_FP16 = tl.constexpr(_word_asm(0x6400, 0xE408, 0x3C00))
+
+    @triton.jit
+    def _lane(words, i, IS_BF16: tl.constexpr):
+        """The i-th 16-bit float of 64-bit words, as float32 (the interpreter's path)."""
+        h = ((words >> (16 * i)) & 0xFFFF).to(tl.int16)
+        if IS_BF16:
+            return h.to(tl.bfloat16, bitcast=True).to(tl.float32)
+        return h.to(tl.float16, bitcast=True).to(tl.float32)
+
+    @triton.jit
+    def _word_dot(w, xl, xh, IS_BF16: tl.constexpr, ASM: tl.constexpr):
+        """sum over a word's eight codes of (q - 8) * x, float32."""
+        if ASM:
+            if IS_BF16:
+                return tl.inline_asm_elementwise(_ASM_BF16, "=r,r,l,l", [w, xl, xh], dtype=tl.float32,
+                                                 is_pure=True, pack=1)
+            return tl.inline_asm_elementwise(_ASM_FP16, "=r,r,l,l", [w, xl, xh], dtype=tl.float32,
+                                             is_pure=True, pack=1)
+        acc = tl.zeros(w.shape, tl.float32)
+        for i in tl.static_range(4):
+            b = (w >> (8 * i)) & 0xFF
+            acc += ((b & 0xF) - 8).to(tl.float32) * _lane(xl, i, IS_BF16)
+            acc += ((b >> 4) - 8).to(tl.float32) * _lane(xh, i, IS_BF16)
+        return acc
+
+    @triton.jit
+    def _rows_step(acc, q_ptr, sz_ptr, xl, xh, xs, g_ok, EVEN: tl.constexpr, IS_BF16: tl.constexpr,
+                   ASM: tl.constexpr):
+        """acc [BLOCK_N, GPS] plus one step: per group, scale * sum (q - 8) x + zero * sum x."""
+        if EVEN:
+            w = tl.load(q_ptr)
+            s = tl.load(sz_ptr).to(tl.float32)
+            z = tl.load(sz_ptr + 1).to(tl.float32)
+        else:
+            w = tl.load(q_ptr, mask=g_ok[None, :, None], other=0)  # its activations load as 0
+            s = tl.load(sz_ptr, mask=g_ok[None, :], other=0.0).to(tl.float32)
+            z = tl.load(sz_ptr + 1, mask=g_ok[None, :], other=0.0).to(tl.float32)
+        p = tl.sum(_word_dot(w, xl[None], xh[None], IS_BF16, ASM), axis=2)
+        return acc + s * p + z * xs[None, :]
+
+    @triton.jit
+    def _packed_gemv_kernel(X, XW, QW, SZ, Y, N, K, stride_qw, GROUP: tl.constexpr, GATED: tl.constexpr,
+                            EVEN: tl.constexpr, IS_BF16: tl.constexpr, ASM: tl.constexpr,
+                            BLOCK_N: tl.constexpr, GPS: tl.constexpr, STAGES: tl.constexpr):
+        """QW [N, K/8] int32 weight words; XW [K/4] int64 activation words; X [K] the same activations."""
+        WB: tl.constexpr = GROUP // 8  # weight words per group and row
+        pid = tl.program_id(0)
+        rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_ok = rn < N
+        rows = rn % N  # rows past N read row n % N and are dropped at the store
+        nsz = 2 * N if GATED else N
+        gi = tl.arange(0, GPS)
+        wi = tl.arange(0, WB)
+        cols = (gi * WB)[None, :, None] + wi[None, None, :]
+        q_ptr = QW + rows.to(tl.int64)[:, None, None] * stride_qw + cols  # [BLOCK_N, GPS, WB]
+        up_ptr = QW + (rows + N).to(tl.int64)[:, None, None] * stride_qw + cols
+        sz_ptr = SZ + (gi.to(tl.int64)[None, :] * nsz + rows[:, None]) * 2  # [BLOCK_N, GPS]
+        up_sz_ptr = sz_ptr + N * 2
+        xl_ptr = XW + (gi * (GROUP // 4))[:, None] + wi[None, :]  # [GPS, WB]: a group's low nibbles' words
+        xs_ptr = X + gi[:, None] * GROUP + tl.arange(0, GROUP)[None, :]  # [GPS, GROUP]
+        acc = tl.zeros([BLOCK_N, GPS], dtype=tl.float32)
+        acc_up = tl.zeros([BLOCK_N, GPS], dtype=tl.float32)
+        for k in tl.range(0, K, GPS * GROUP, num_stages=STAGES):
+            g_ok = (k // GROUP + gi) < K // GROUP
+            if EVEN:
+                xl = tl.load(xl_ptr)
+                xh = tl.load(xl_ptr + GROUP // 8)  # the high nibbles' columns start half a group later
+                xs = tl.sum(tl.load(xs_ptr).to(tl.float32), axis=1)
+            else:
+                xl = tl.load(xl_ptr, mask=g_ok[:, None], other=0)
+                xh = tl.load(xl_ptr + GROUP // 8, mask=g_ok[:, None], other=0)
+                xs = tl.sum(tl.load(xs_ptr, mask=g_ok[:, None], other=0.0).to(tl.float32), axis=1)
+            acc = _rows_step(acc, q_ptr, sz_ptr, xl, xh, xs, g_ok, EVEN, IS_BF16, ASM)
+            if GATED:
+                acc_up = _rows_step(acc_up, up_ptr, up_sz_ptr, xl, xh, xs, g_ok, EVEN, IS_BF16, ASM)
+                up_ptr += GPS * WB
+                up_sz_ptr += GPS * nsz * 2
+            q_ptr += GPS * WB
+            sz_ptr += GPS * nsz * 2
+            xl_ptr += GPS * (GROUP // 4)
+            xs_ptr += GPS * GROUP
+        out = tl.sum(acc, axis=1)
+        if GATED:
+            up = tl.sum(acc_up, axis=1)
+            out = out / (1.0 + tl.exp(-out)) * up
+        tl.store(Y + rn, out.to(Y.dtype.element_ty), mask=n_ok)
+
+    def _prune(configs_, named_args, **kwargs):
+        return [triton.Config({"BLOCK_N": c["BLOCK_N"], "GPS": c["GPS"], "STAGES": c["num_stages"]},
+                              num_warps=c["num_warps"]) for c in configs(kwargs["GROUP"])]
+
+    def _tuner():
+        return triton.autotune(
+            configs=[triton.Config({"BLOCK_N": 8}), triton.Config({"BLOCK_N": 16})],  # placeholders: see _prune
+            key=["N", "K", "GROUP"],
+            prune_configs_by={"early_config_prune": _prune},
+            do_bench=short_bench,
+            cache_results=True,
+        )(triton.heuristics({"EVEN": lambda a: (a["K"] // a["GROUP"]) % a["GPS"] == 0})(_packed_gemv_kernel))
+
+    _tuned = _tuner()
+    _gated_tuned = _tuner()
+
+
+def int4_gemv_packed(x, packed, sz, group: int, *, config: dict | None = None, out_dtype=None,
+                     gated: bool = False):
+    """y [1, N] = x [1, K] @ dequant(packed, sz).T (gated: silu(gate) * up of a [2N, K/2] weight), for
+    inputs `supported` accepts. `config` (tests): an entry of `configs(group)`."""
+    if triton is None:
+        raise RuntimeError("int4_gemv_packed needs triton")
+    if not supported(x, packed):
+        raise ValueError(f"int4_gemv_packed: x {tuple(x.shape)} {x.dtype}, packed {tuple(packed.shape)}")
+    k = x.shape[1]
+    n = packed.shape[0] // 2 if gated else packed.shape[0]
+    if packed.shape[1] * 2 != k or k % group or sz.shape != (k // group, packed.shape[0], 2):
+        raise ValueError(f"int4_gemv_packed: x {tuple(x.shape)}, packed {tuple(packed.shape)}, sz {tuple(sz.shape)}")
+    y = torch.empty(1, n, dtype=out_dtype or x.dtype, device=x.device)
+    qw = packed.view(torch.int32)
+    args = (x, x.view(torch.int64), qw, sz, y, n, k, qw.stride(0))
+    fixed = dict(GROUP=group, GATED=gated, IS_BF16=x.dtype == torch.bfloat16, ASM=x.is_cuda)
+    if config is not None:
+        _packed_gemv_kernel[(triton.cdiv(n, config["BLOCK_N"]),)](
+            *args, **fixed, EVEN=(k // group) % config["GPS"] == 0, BLOCK_N=config["BLOCK_N"], GPS=config["GPS"],
+            STAGES=config["num_stages"], num_warps=config["num_warps"])
+    else:
+        (_gated_tuned if gated else _tuned)[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*args, **fixed)
+    return y

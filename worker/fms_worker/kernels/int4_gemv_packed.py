@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from fms_worker.kernels.tuning import short_bench
+from fms_worker.kernels.tuning import group_gemv_tuner
 
 try:
     import triton
@@ -179,21 +179,8 @@ if triton is not None:
             out = out / (1.0 + tl.exp(-out)) * up
         tl.store(Y + rn, out.to(Y.dtype.element_ty), mask=n_ok)
 
-    def _prune(configs_, named_args, **kwargs):
-        return [triton.Config({"BLOCK_N": c["BLOCK_N"], "GPS": c["GPS"], "STAGES": c["num_stages"]},
-                              num_warps=c["num_warps"]) for c in configs(kwargs["GROUP"])]
-
-    def _tuner():
-        return triton.autotune(
-            configs=[triton.Config({"BLOCK_N": 8}), triton.Config({"BLOCK_N": 16})],  # placeholders: see _prune
-            key=["N", "K", "GROUP"],
-            prune_configs_by={"early_config_prune": _prune},
-            do_bench=short_bench,
-            cache_results=True,
-        )(triton.heuristics({"EVEN": lambda a: (a["K"] // a["GROUP"]) % a["GPS"] == 0})(_packed_gemv_kernel))
-
-    _tuned = _tuner()
-    _gated_tuned = _tuner()
+    _tuned = group_gemv_tuner(_packed_gemv_kernel, configs)
+    _gated_tuned = group_gemv_tuner(_packed_gemv_kernel, configs)
 
 
 def int4_gemv_packed(x, packed, sz, group: int, *, config: dict | None = None, out_dtype=None,

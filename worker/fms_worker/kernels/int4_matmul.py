@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from fms_worker.kernels.tuning import GEMV_MAX_M, m_bucket, short_bench, tile_ids
+from fms_worker.kernels.tuning import GEMV_MAX_M, group_gemv_tuner, m_bucket, short_bench, tile_ids
 
 try:
     import triton
@@ -180,21 +180,8 @@ if triton is not None:
         y_ptr = Y + rm.to(tl.int64)[None, :] * stride_ym + rn[:, None]
         tl.store(y_ptr, acc.to(Y.dtype.element_ty), mask=(rn < N)[:, None] & m_ok[None, :])
 
-    def _gemv_prune(configs, named_args, **kwargs):
-        return [triton.Config({"BLOCK_N": c["BLOCK_N"], "GPS": c["GPS"], "STAGES": c["num_stages"]},
-                              num_warps=c["num_warps"]) for c in gemv_configs(kwargs["GROUP"])]  # constexprs: kwargs
-
-    def _gemv_tuner():
-        return triton.autotune(
-            configs=[triton.Config({"BLOCK_N": 8}), triton.Config({"BLOCK_N": 16})],  # placeholders: see _gemv_prune
-            key=["N", "K", "GROUP"],
-            prune_configs_by={"early_config_prune": _gemv_prune},
-            do_bench=short_bench,
-            cache_results=True,
-        )(triton.heuristics({"EVEN": lambda a: (a["K"] // a["GROUP"]) % a["GPS"] == 0})(_int4_gemv_kernel))
-
-    _int4_gemv_tuned = _gemv_tuner()
-    _int4_gemv_gated_tuned = _gemv_tuner()  # its own choices: a program reads twice the rows
+    _int4_gemv_tuned = group_gemv_tuner(_int4_gemv_kernel, gemv_configs)
+    _int4_gemv_gated_tuned = group_gemv_tuner(_int4_gemv_kernel, gemv_configs)  # its own choices: twice the rows
 
     def _mm_prune(configs, named_args, **kwargs):
         return [triton.Config({k: v for k, v in c.items() if not k.startswith("num_")}, num_warps=c["num_warps"],

@@ -28,6 +28,24 @@ def short_bench(fn, quantiles):
     return triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles)
 
 
+def group_gemv_tuner(kernel, configs_for):
+    """An autotuner for a one-row GEMV that reads GPS whole quantization groups a step: it times the entries of
+    `configs_for(GROUP)` (dicts of BLOCK_N, GPS, num_warps, num_stages) once per (N, K, GROUP), and sets EVEN
+    where the step count divides the groups."""
+
+    def prune(configs, named_args, **kwargs):  # the constexprs arrive in kwargs
+        return [triton.Config({"BLOCK_N": c["BLOCK_N"], "GPS": c["GPS"], "STAGES": c["num_stages"]},
+                              num_warps=c["num_warps"]) for c in configs_for(kwargs["GROUP"])]
+
+    return triton.autotune(
+        configs=[triton.Config({"BLOCK_N": 8}), triton.Config({"BLOCK_N": 16})],  # placeholders: see prune
+        key=["N", "K", "GROUP"],
+        prune_configs_by={"early_config_prune": prune},
+        do_bench=short_bench,
+        cache_results=True,
+    )(triton.heuristics({"EVEN": lambda a: (a["K"] // a["GROUP"]) % a["GPS"] == 0})(kernel))
+
+
 if triton is not None:
 
     @triton.jit

@@ -188,6 +188,36 @@ def test_int4_packed_gemv(dtype):
             assert _rel(got, F.silu(gate) * up) < 0.01, (n, k, group, cfg)
 
 
+def test_int4_layer_through_the_packed_gemv(w, monkeypatch):
+    """The experiment switch (FMS_INT4_GEMV=packed): a layer's one-row matmul, its float32 logits path and a
+    gated layer's silu(gate) * up go through the packed-pair GEMV and match the dequantized reference."""
+    import fms_worker.quantization.int4 as q4
+    from fms_worker.kernels import int4_gemv_packed as kp
+
+    monkeypatch.setattr(q4, "PACKED_GEMV", True)
+    calls = []
+    real = kp.int4_gemv_packed
+    monkeypatch.setattr(kp, "int4_gemv_packed", lambda *a, **k: calls.append(k.get("gated")) or real(*a, **k))
+    x = torch.randn(1, 4096, device=CUDA, dtype=torch.bfloat16)
+    layer = _layer(Int4LinearMethod(128), w, torch.bfloat16)
+    q, scale, zero = quantize_int4(w.bfloat16(), 128)
+    ref = x.float() @ dequantize_int4(q, scale.bfloat16(), zero.bfloat16(), 128).t()
+    assert _rel(layer(x), ref) < 0.01
+    assert _rel(layer.quant_method.apply_float32(layer, x), ref) < 0.01
+    gate, up = (torch.randn(1536, 576, device=CUDA) * 0.04 for _ in range(2))
+    method = Int4LinearMethod(128)
+    with torch.device(CUDA):
+        merged = MergedColumnParallelLinear(576, [1536, 1536], params_dtype=torch.bfloat16, quant_method=method,
+                                            gated=True)
+    merged.weight.weight_loader(merged.weight, gate, 0)
+    merged.weight.weight_loader(merged.weight, up, 1)
+    method.process_weights_after_loading(merged)
+    x = torch.randn(1, 576, device=CUDA, dtype=torch.bfloat16)
+    dense = x.float() @ torch.cat([gate, up]).t()
+    assert _rel(merged(x), F.silu(dense[:, :1536]) * dense[:, 1536:]) < 0.2  # int4 error at width 576
+    assert calls == [False, False, True]
+
+
 def test_int4_merged_odd_width():
     """SmolLM2-like width 576: padded to the group size, still on the Triton kernels; gated for one row."""
     gate, up = (torch.randn(1536, 576, device=CUDA) * 0.04 for _ in range(2))

@@ -15,9 +15,12 @@ to dequantize + matmul. Input widths that the group size does not divide
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
+from fms_worker.kernels import int4_gemv_packed as packed_gemv
 from fms_worker.kernels.int4_matmul import int4_gemv, int4_matmul
 from fms_worker.kernels.tuning import triton_available
 from fms_worker.quantization.staged import set_param
@@ -60,6 +63,11 @@ def _inner_k_tiles(k: int) -> int | None:
         if k % (tiles * 16) == 0:
             return tiles
     return None
+
+
+# Experiment switch, off by default: one-row matmuls through the packed-pair GEMV (kernels/int4_gemv_packed.py)
+# once its speed and results are measured on a GPU against the default GEMV (docs/quantization.md).
+PACKED_GEMV = os.environ.get("FMS_INT4_GEMV") == "packed"
 
 
 class Int4LinearMethod(TunedLinearMethod):
@@ -106,18 +114,26 @@ class Int4LinearMethod(TunedLinearMethod):
     def _triton_ok(self, layer, x) -> bool:
         return layer.int4_kernel == "triton" and x.dtype == layer.scales_and_zeros.dtype
 
+    def _matmul(self, layer, x2, out_dtype=None, gated=False):
+        """The Triton kernels on rows x2 (gated: one row, silu(gate) * up)."""
+        if PACKED_GEMV and x2.shape[0] == 1 and packed_gemv.supported(x2, layer.qweight):
+            return packed_gemv.int4_gemv_packed(x2, layer.qweight, layer.scales_and_zeros, self.group_size,
+                                                out_dtype=out_dtype, gated=gated)
+        if gated:
+            return int4_gemv(x2, layer.qweight, layer.scales_and_zeros, self.group_size, gated=True)
+        return int4_matmul(x2, layer.qweight, layer.scales_and_zeros, self.group_size, out_dtype=out_dtype)
+
     def apply_float32(self, layer, x):
         """The kernels write their float32 accumulators unrounded (LM-head logits without bf16 ties)."""
         if self._triton_ok(layer, x):
-            y = int4_matmul(self.rows(layer, x), layer.qweight, layer.scales_and_zeros, self.group_size,
-                            out_dtype=torch.float32)
+            y = self._matmul(layer, self.rows(layer, x), out_dtype=torch.float32)
             return y.reshape(*x.shape[:-1], -1)
         return super().apply_float32(layer, x)
 
     def apply_silu_mul(self, layer, x, bias):
         """One row (decode at batch 1): the GEMV reads gate and up rows together and writes silu(gate) * up."""
         if self._triton_ok(layer, x) and bias is None and x.numel() == x.shape[-1]:
-            y = int4_gemv(self.rows(layer, x), layer.qweight, layer.scales_and_zeros, self.group_size, gated=True)
+            y = self._matmul(layer, self.rows(layer, x), gated=True)
             return y.reshape(*x.shape[:-1], -1)
         return super().apply_silu_mul(layer, x, bias)
 
@@ -132,7 +148,7 @@ class Int4LinearMethod(TunedLinearMethod):
         x2 = self.rows(layer, x)
         sz = layer.scales_and_zeros
         if self._triton_ok(layer, x):
-            y = int4_matmul(x2, layer.qweight, sz, self.group_size)
+            y = self._matmul(layer, x2)
         elif layer.int4_kernel == "cpu":
             y = torch._weight_int4pack_mm_for_cpu(x2, layer.qweight, self.group_size, sz.to(x.dtype))
         else:  # dequant, or activations of another dtype than the Triton kernels were set up for

@@ -188,6 +188,18 @@ def test_int4_packed_gemv(dtype):
             assert _rel(got, F.silu(gate) * up) < 0.01, (n, k, group, cfg)
 
 
+def _merged_int4(gate, up):
+    """A gated gate-up layer of SmolLM2's width (576: padded to the group size), int4 group 128."""
+    method = Int4LinearMethod(128)
+    with torch.device(CUDA):
+        layer = MergedColumnParallelLinear(gate.shape[1], [gate.shape[0], up.shape[0]], params_dtype=torch.bfloat16,
+                                           quant_method=method, gated=True)
+    layer.weight.weight_loader(layer.weight, gate, 0)
+    layer.weight.weight_loader(layer.weight, up, 1)
+    method.process_weights_after_loading(layer)
+    return layer
+
+
 def test_int4_layer_through_the_packed_gemv(w, monkeypatch):
     """The experiment switch (FMS_INT4_GEMV=packed): a layer's one-row matmul, its float32 logits path and a
     gated layer's silu(gate) * up go through the packed-pair GEMV and match the dequantized reference."""
@@ -205,13 +217,7 @@ def test_int4_layer_through_the_packed_gemv(w, monkeypatch):
     assert _rel(layer(x), ref) < 0.01
     assert _rel(layer.quant_method.apply_float32(layer, x), ref) < 0.01
     gate, up = (torch.randn(1536, 576, device=CUDA) * 0.04 for _ in range(2))
-    method = Int4LinearMethod(128)
-    with torch.device(CUDA):
-        merged = MergedColumnParallelLinear(576, [1536, 1536], params_dtype=torch.bfloat16, quant_method=method,
-                                            gated=True)
-    merged.weight.weight_loader(merged.weight, gate, 0)
-    merged.weight.weight_loader(merged.weight, up, 1)
-    method.process_weights_after_loading(merged)
+    merged = _merged_int4(gate, up)
     x = torch.randn(1, 576, device=CUDA, dtype=torch.bfloat16)
     dense = x.float() @ torch.cat([gate, up]).t()
     assert _rel(merged(x), F.silu(dense[:, :1536]) * dense[:, 1536:]) < 0.2  # int4 error at width 576
@@ -221,13 +227,8 @@ def test_int4_layer_through_the_packed_gemv(w, monkeypatch):
 def test_int4_merged_odd_width():
     """SmolLM2-like width 576: padded to the group size, still on the Triton kernels; gated for one row."""
     gate, up = (torch.randn(1536, 576, device=CUDA) * 0.04 for _ in range(2))
-    method = Int4LinearMethod(128)
-    with torch.device(CUDA):
-        layer = MergedColumnParallelLinear(576, [1536, 1536], params_dtype=torch.bfloat16, quant_method=method,
-                                           gated=True)
-    layer.weight.weight_loader(layer.weight, gate, 0)
-    layer.weight.weight_loader(layer.weight, up, 1)
-    method.process_weights_after_loading(layer)
+    layer = _merged_int4(gate, up)
+    method = layer.quant_method
     assert layer.int4_kernel == "triton" and layer.int4_k_pad == 64
     for m in (1, 5):
         x = torch.randn(m, 576, device=CUDA, dtype=torch.bfloat16)

@@ -19,9 +19,9 @@ Rounding: within a word the products and their sums are rounded to the activatio
 a lane) before float32 takes over; the error is far below int4's own (GPU tests compare with the
 dequantized reference).
 
-Not wired into the engine: measured on a GPU first (bench/decode_kernels_gpu.py --sections int4,
-tests/gpu/test_gpu_quant_ops.py). Off CUDA (the interpreter) the same sums are computed with plain
-integer and float operations.
+Not yet measured on a GPU: the engine uses it only under the experiment switch FMS_INT4_GEMV=packed
+(quantization/int4.py) until bench/decode_kernels_gpu.py --sections int4 and tests/gpu/test_gpu_quant_ops.py
+have run. Off CUDA (the interpreter) the same sums are computed with plain integer and float operations.
 """
 
 from __future__ import annotations

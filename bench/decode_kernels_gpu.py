@@ -9,7 +9,7 @@
 - paged attention of a decode step as a CUDA graph captures it (splits sized for the longest context), at a
   few contexts, optionally against an earlier version of the kernel's module (`--attention-baseline FILE`);
 - the same int4 weights through GemLite's Triton kernels (`gemlite` on PyPI, its default kernel choice per row
-  count), against ours and cuBLAS bf16.
+  count), against ours and cuBLAS bf16 (this section needs `pip install gemlite`; nothing else here does).
 
     python3 bench/decode_kernels_gpu.py [--sections int8 rope int4 gemlite attention] [--attention-baseline FILE] [--out decode_kernels.json]
     (from the repository root)

@@ -184,12 +184,31 @@ def enable_one_shot_all_reduce(groups: Groups, dtype: torch.dtype, max_bytes: in
     return one_shot is not None
 
 
-def shutdown_groups() -> None:
+DESTROY_TIMEOUT_S = 60.0
+
+
+def shutdown_groups(timeout_s: float | None = None) -> bool:
+    """Leave the process groups. Returns False when destroying them did not finish within the timeout: NCCL
+    can block there for good (a communicator held by live CUDA graphs, pytorch/pytorch#115388, which the
+    runners avoid by dropping their graphs first), and a worker that cannot leave its group must still be
+    able to exit, so the destroy runs in a daemon thread and is abandoned with an error in the log."""
     set_parallel_state(ParallelState())
     if _THREADS_BEFORE:  # rank 0 may be a long-lived process (tests, benchmarks) that builds other engines later
         torch.set_num_threads(_THREADS_BEFORE.pop())
-    if dist.is_initialized():
+    if not dist.is_initialized():
+        return True
+    done = threading.Event()
+
+    def destroy():
         dist.destroy_process_group()
+        done.set()
+
+    threading.Thread(target=destroy, name="destroy-process-group", daemon=True).start()
+    limit = DESTROY_TIMEOUT_S if timeout_s is None else timeout_s
+    if done.wait(limit):
+        return True
+    log.error("destroying the process groups did not finish in %.0f s; leaving them to process exit", limit)
+    return False
 
 
 def broadcast_object(obj, groups: Groups, src: int = 0):

@@ -45,3 +45,22 @@ def test_follower_releases_graphs_when_told_to_stop(monkeypatch):
     finally:
         gc.unfreeze()  # serve_commands freezes the collector's objects, as a follower process should
     assert events == ["ping", "release"]
+
+
+def test_a_destroy_that_never_returns_is_abandoned(monkeypatch, caplog):
+    """If NCCL blocks in destroy anyway, the worker logs it and goes on to exit instead of hanging."""
+    import threading
+
+    from fms_worker.parallel import launch
+
+    release = threading.Event()
+    monkeypatch.setattr(launch.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(launch.dist, "destroy_process_group", lambda: release.wait(30))
+    try:
+        with caplog.at_level("ERROR", logger=launch.__name__):
+            assert launch.shutdown_groups(timeout_s=0.2) is False
+        assert "did not finish" in caplog.text
+    finally:
+        release.set()  # let the abandoned thread end
+    monkeypatch.setattr(launch.dist, "destroy_process_group", lambda: None)
+    assert launch.shutdown_groups(timeout_s=5) is True

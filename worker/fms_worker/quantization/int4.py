@@ -15,6 +15,7 @@ to dequantize + matmul. Input widths that the group size does not divide
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -68,6 +69,7 @@ def _inner_k_tiles(k: int) -> int | None:
 # Experiment switch, off by default: one-row matmuls through the packed-pair GEMV (kernels/int4_gemv_packed.py)
 # once its speed and results are measured on a GPU against the default GEMV (docs/quantization.md).
 PACKED_GEMV = os.environ.get("FMS_INT4_GEMV") == "packed"
+log = logging.getLogger(__name__)
 
 
 class Int4LinearMethod(TunedLinearMethod):
@@ -77,6 +79,8 @@ class Int4LinearMethod(TunedLinearMethod):
         self.group_size = group_size
         # A GPTQ/AWQ checkpoint keeps its head dense on purpose; a dense checkpoint's head is quantized too.
         self.quantize_lm_head = quantize_lm_head
+        if PACKED_GEMV:
+            log.warning("FMS_INT4_GEMV=packed: one-row int4 matmuls use the experimental packed-pair GEMV")
 
     def for_lm_head(self):
         return self if self.quantize_lm_head else None

@@ -10,7 +10,7 @@ instructions per weight the loop, not memory, is the limit. It is the check used
 int4 GEMV between GPU runs; speed itself is measured on a GPU (bench/decode_kernels_gpu.py,
 bench/profile_decode.py).
 
-    python3 bench/kernel_ptx.py [--kernel int4 int4-packed int8]   (from the repository root)
+    python3 bench/kernel_ptx.py [--kernel int4 int4-packed int4-tiles int8]   (from the repository root)
 """
 
 from __future__ import annotations
@@ -109,6 +109,20 @@ def int4_packed_rows(group: int = 128):
                    stats(k4p._packed_gemv_kernel, sig, consts, c["num_warps"], c["num_stages"]))
 
 
+def int4_tile_rows(group: int = 128):
+    """The int4 tensor-core tiles, dequantizing in float32 (default) or two weights an instruction (pairs)."""
+    sig = {"X": "*bf16", "Q": "*u8", "SZ": "*bf16", "Y": "*bf16", "M": "i32", "N": "i32", "K": "i32", "stride_xm": "i32",
+           "stride_qn": "i32", "stride_ym": "i32", "M_BUCKET": "i32", "GROUP": "constexpr", "ASM": "constexpr",
+           "BLOCK_M": "constexpr", "BLOCK_N": "constexpr", "GROUP_N": "constexpr"}
+    for bucket in (16, 64, 256):
+        for c in k4.tile_configs(bucket)[:3]:
+            for pairs in (False, True):
+                consts = dict(GROUP=group, ASM=pairs, BLOCK_M=c["BLOCK_M"], BLOCK_N=c["BLOCK_N"], GROUP_N=c["GROUP_N"])
+                weights = c["BLOCK_N"] * group / (32 * c["num_warps"])  # per K step, for all BLOCK_M rows
+                yield (f"int4-tiles g{group} {c}{' pairs' if pairs else ''}", weights,
+                       stats(k4._int4_mm_kernel, sig, consts, c["num_warps"], c["num_stages"]))
+
+
 def int8_rows():
     sig = {"X": "*bf16", "Q": "*i8", "S": "*bf16", "B": "*bf16", "Y": "*bf16", "N": "i32", "K": "i32",
            "stride_qn": "i32", "HAS_BIAS": "constexpr", "EVEN_K": "constexpr", "GATED": "constexpr",
@@ -122,14 +136,16 @@ def int8_rows():
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--kernel", nargs="+", default=["int4", "int4-packed", "int8"],
-                    choices=["int4", "int4-packed", "int8"])
+    ap.add_argument("--kernel", nargs="+", default=["int4", "int4-packed", "int4-tiles", "int8"],
+                    choices=["int4", "int4-packed", "int4-tiles", "int8"])
     args = ap.parse_args()
     rows = []
     if "int4" in args.kernel:
         rows += list(int4_rows())
     if "int4-packed" in args.kernel:
         rows += list(int4_packed_rows())
+    if "int4-tiles" in args.kernel:
+        rows += list(int4_tile_rows())
     if "int8" in args.kernel:
         rows += list(int8_rows())
     print(f"{'kernel and config':90} weights/thread  scalar-ld  cp.async  bar  float/w  int/w  SASS/w")

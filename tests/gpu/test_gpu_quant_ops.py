@@ -161,6 +161,9 @@ def test_int4_every_config():
             ref = k4.int4_matmul_ref(x, packed, sz, group)
             for cfg in cfgs:
                 assert _rel(k4.int4_matmul(x, packed, sz, group, config=cfg), ref) < 0.01, (group, m, cfg)
+                if "GPS" not in cfg:  # the tiles' packed-pair dequantization (experimental, inline PTX)
+                    got = k4.int4_matmul(x, packed, sz, group, config=cfg, pairs=True)
+                    assert _rel(got, ref) < 0.01, (group, m, cfg, "pairs")
         gate, up = k4.int4_matmul_ref(x[:1], packed, sz, group).float().chunk(2, dim=-1)
         for cfg in k4.gemv_configs(group):
             got = k4.int4_gemv(x[:1].contiguous(), packed, sz, group, config=cfg, gated=True)
@@ -201,12 +204,13 @@ def _merged_int4(gate, up):
 
 
 def test_int4_layer_through_the_packed_gemv(w, monkeypatch):
-    """The experiment switch (FMS_INT4_GEMV=packed): a layer's one-row matmul, its float32 logits path and a
-    gated layer's silu(gate) * up go through the packed-pair GEMV and match the dequantized reference."""
+    """The experiment switch (FMS_INT4_PAIRS=1): a layer's one-row matmul, its float32 logits path and a
+    gated layer's silu(gate) * up go through the packed-pair GEMV, more rows through the pair-dequantizing
+    tiles, and all match the dequantized reference."""
     import fms_worker.quantization.int4 as q4
     from fms_worker.kernels import int4_gemv_packed as kp
 
-    monkeypatch.setattr(q4, "PACKED_GEMV", True)
+    monkeypatch.setattr(q4, "PAIRS", True)
     calls = []
     real = kp.int4_gemv_packed
     monkeypatch.setattr(kp, "int4_gemv_packed", lambda *a, **k: calls.append(k.get("gated")) or real(*a, **k))
@@ -216,6 +220,10 @@ def test_int4_layer_through_the_packed_gemv(w, monkeypatch):
     ref = x.float() @ dequantize_int4(q, scale.bfloat16(), zero.bfloat16(), 128).t()
     assert _rel(layer(x), ref) < 0.01
     assert _rel(layer.quant_method.apply_float32(layer, x), ref) < 0.01
+    for m in (7, 256):  # more rows: the tiles with packed-pair dequantization
+        xm = torch.randn(m, 4096, device=CUDA, dtype=torch.bfloat16)
+        refm = xm.float() @ dequantize_int4(q, scale.bfloat16(), zero.bfloat16(), 128).t()
+        assert _rel(layer(xm), refm) < 0.01
     gate, up = (torch.randn(1536, 576, device=CUDA) * 0.04 for _ in range(2))
     merged = _merged_int4(gate, up)
     x = torch.randn(1, 576, device=CUDA, dtype=torch.bfloat16)

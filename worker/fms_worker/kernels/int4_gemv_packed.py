@@ -3,12 +3,9 @@
 Same layout as `int4_matmul` (codes two per byte, byte j of a group holding column j low and column
 j + group/2 high; `sz` [K/group, N, 2] = (scale, zero); w = (q - 8) * scale + zero). The weights are
 read as 32-bit words (eight codes) and the activations as 64-bit words (four bf16/fp16 values), and
-one inline-PTX block turns a weight word and its two activation words into one float32 partial sum:
-
-    two byte permutes spread bytes into the halves of a word; a shift and four three-input logic ops
-    put each nibble into the mantissa of MAGIC (128 in bf16, 1024 in fp16), giving MAGIC + q exactly,
-    two per register; one packed FMA each subtracts MAGIC + 8 (exact: small integers); four packed
-    FMAs multiply by the activations and add up, two lanes at a time; the two lanes become float32.
+one inline-PTX block (`int4_ptx.word_dot`) turns a weight word and its two activation words into one
+float32 partial sum: the codes become (q - 8) as 16-bit float pairs, four packed FMAs multiply them by
+the activations and add up, two lanes at a time, and the two lanes become float32.
 
 That is about 20 instructions for eight weights, against ~8 instructions a weight for the
 one-nibble-per-element GEMV in `int4_matmul` (`python3 bench/kernel_ptx.py --kernel int4-packed`).
@@ -19,7 +16,7 @@ Rounding: within a word the products and their sums are rounded to the activatio
 a lane) before float32 takes over; the error is far below int4's own (GPU tests compare with the
 dequantized reference).
 
-Not yet measured on a GPU: the engine uses it only under the experiment switch FMS_INT4_GEMV=packed
+Not yet measured on a GPU: the engine uses it only under the experiment switch FMS_INT4_PAIRS=1
 (quantization/int4.py) until bench/decode_kernels_gpu.py --sections int4 and tests/gpu/test_gpu_quant_ops.py
 have run. Off CUDA (the interpreter) the same sums are computed with plain integer and float operations.
 """
@@ -28,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from fms_worker.kernels import int4_ptx
 from fms_worker.kernels.tuning import group_gemv_tuner
 
 try:
@@ -54,44 +52,9 @@ def supported(x: torch.Tensor, packed: torch.Tensor) -> bool:
             and packed.data_ptr() % 4 == 0)
 
 
-def _word_asm(magic: int, offset: int, one: int) -> str:
-    """PTX: $1 eight codes (b32), $2 / $3 the low / high nibbles' four activations (b64) -> $0 float32."""
-    kind = "bf16x2" if magic == 0x4300 else "f16x2"
-    m2, n2, o2 = (v | v << 16 for v in (magic, offset, one))
-    return f"""{{
-    .reg .b32 t0, t1, u0, u1, l0, l1, h0, h1, xa, xb, xc, xd, acc, f0, f1, one, neg, zero;
-    .reg .b16 ha, hb;
-    mov.b32 one, {o2:#010x};
-    mov.b32 neg, {n2:#010x};
-    mov.b32 zero, 0;
-    prmt.b32 t0, $1, 0, 0x4140;
-    prmt.b32 t1, $1, 0, 0x4342;
-    shr.b32 u0, t0, 4;
-    shr.b32 u1, t1, 4;
-    lop3.b32 l0, t0, 0x000F000F, {m2:#010x}, 0xEA;
-    lop3.b32 l1, t1, 0x000F000F, {m2:#010x}, 0xEA;
-    lop3.b32 h0, u0, 0x000F000F, {m2:#010x}, 0xEA;
-    lop3.b32 h1, u1, 0x000F000F, {m2:#010x}, 0xEA;
-    fma.rn.{kind} l0, l0, one, neg;
-    fma.rn.{kind} l1, l1, one, neg;
-    fma.rn.{kind} h0, h0, one, neg;
-    fma.rn.{kind} h1, h1, one, neg;
-    mov.b64 {{xa, xb}}, $2;
-    mov.b64 {{xc, xd}}, $3;
-    fma.rn.{kind} acc, l0, xa, zero;
-    fma.rn.{kind} acc, l1, xb, acc;
-    fma.rn.{kind} acc, h0, xc, acc;
-    fma.rn.{kind} acc, h1, xd, acc;
-    {"shl.b32 f0, acc, 16; and.b32 f1, acc, 0xFFFF0000;" if kind == "bf16x2" else
-     "mov.b32 {ha, hb}, acc; cvt.f32.f16 f0, ha; cvt.f32.f16 f1, hb;"}
-    add.f32 $0, f0, f1;
-    }}"""
-
-
 if triton is not None:
-    # bf16: MAGIC 128.0 = 0x4300, -(128 + 8) = 0xC308, 1.0 = 0x3F80; fp16: 1024.0, -1032.0, 1.0.
-    _ASM_BF16 = tl.constexpr(_word_asm(0x4300, 0xC308, 0x3F80))
-    _ASM_FP16 = tl.constexpr(_word_asm(0x6400, 0xE408, 0x3C00))
+    _ASM_BF16 = tl.constexpr(int4_ptx.word_dot("bf16"))
+    _ASM_FP16 = tl.constexpr(int4_ptx.word_dot("f16"))
 
     @triton.jit
     def _lane(words, i, IS_BF16: tl.constexpr):

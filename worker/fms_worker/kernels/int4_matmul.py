@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import torch
 
+from fms_worker.kernels import int4_ptx
 from fms_worker.kernels.tuning import GEMV_MAX_M, group_gemv_tuner, m_bucket, short_bench, tile_ids
 
 try:
@@ -153,9 +154,33 @@ if triton is not None:
             out = out / (1.0 + tl.exp(-out)) * up
         tl.store(Y + rn, out.to(Y.dtype.element_ty), mask=n_ok)
 
+    _DEQUANT_BF16 = tl.constexpr(int4_ptx.dequant("bf16"))
+    _DEQUANT_FP16 = tl.constexpr(int4_ptx.dequant("f16"))
+
+    @triton.jit
+    def _tile_weights(b, s, z, like, ASM: tl.constexpr):
+        """Bytes [BLOCK_N, HB] and their rows' scale and zero ([BLOCK_N, 1], in the activation dtype) -> the low
+        and the high nibbles' weights in `like`'s dtype. ASM (CUDA, bf16/fp16): two weights an instruction,
+        rounded once from the exact (q - 8) * s + z (`int4_ptx.dequant`); otherwise float32 math, rounded."""
+        if ASM:
+            s = tl.broadcast_to(s, b.shape)
+            z = tl.broadcast_to(z, b.shape)
+            if like.dtype == tl.bfloat16:
+                lo, hi = tl.inline_asm_elementwise(_DEQUANT_BF16, "=r,=r,=r,=r,r,r,r,r,r", [b, s, z],
+                                                   dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
+            else:
+                lo, hi = tl.inline_asm_elementwise(_DEQUANT_FP16, "=r,=r,=r,=r,r,r,r,r,r", [b, s, z],
+                                                   dtype=(tl.float16, tl.float16), is_pure=True, pack=4)
+        else:
+            bi = b.to(tl.int32)
+            sf, zf = s.to(tl.float32), z.to(tl.float32)
+            lo = _dequant(bi & 0xF, sf, zf).to(like.dtype)
+            hi = _dequant(bi >> 4, sf, zf).to(like.dtype)
+        return lo, hi
+
     @triton.jit
     def _int4_mm_kernel(X, Q, SZ, Y, M, N, K, stride_xm, stride_qn, stride_ym, M_BUCKET, GROUP: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_N: tl.constexpr):
+                        ASM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_N: tl.constexpr):
         HB: tl.constexpr = GROUP // 2
         pid_m, pid_n = tile_ids(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_N)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -167,14 +192,15 @@ if triton is not None:
         sz_ptr = SZ + rows.to(tl.int64) * 2
         acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
         for k in range(0, K, GROUP):  # one group a step (K is a multiple of GROUP)
-            b = tl.load(q_ptr).to(tl.int32)
+            b = tl.load(q_ptr)
             g_off = (k // GROUP) * N * 2  # < 2^31 for any real shape (448 groups x 128256 rows x 2)
-            s = tl.load(sz_ptr + g_off).to(tl.float32)[:, None]
-            z = tl.load(sz_ptr + g_off + 1).to(tl.float32)[:, None]
+            s = tl.load(sz_ptr + g_off)[:, None]
+            z = tl.load(sz_ptr + g_off + 1)[:, None]
             x_lo = tl.load(x_ptr, mask=m_ok[None, :], other=0.0)
             x_hi = tl.load(x_ptr + HB, mask=m_ok[None, :], other=0.0)
-            acc = tl.dot(_dequant(b & 0xF, s, z).to(x_lo.dtype), x_lo, acc)
-            acc = tl.dot(_dequant(b >> 4, s, z).to(x_lo.dtype), x_hi, acc)
+            lo, hi = _tile_weights(b, s, z, x_lo, ASM)
+            acc = tl.dot(lo, x_lo, acc)
+            acc = tl.dot(hi, x_hi, acc)
             q_ptr += HB
             x_ptr += GROUP
         y_ptr = Y + rm.to(tl.int64)[None, :] * stride_ym + rn[:, None]
@@ -231,9 +257,10 @@ def int4_gemv(x, packed, sz, group: int, *, config: dict | None = None, out_dtyp
     return y
 
 
-def int4_matmul(x, packed, sz, group: int, *, config: dict | None = None, out_dtype=None):
+def int4_matmul(x, packed, sz, group: int, *, config: dict | None = None, out_dtype=None, pairs: bool = False):
     """y [M, N] = x [M, K] @ dequant(packed, sz).T in `out_dtype` (default x's). `config` (tests): an entry of
-    `tile_configs` (more than one row) or `gemv_configs` (one row)."""
+    `tile_configs` (more than one row) or `gemv_configs` (one row). `pairs`: the tiles dequantize two weights
+    an instruction by inline PTX (`int4_ptx.dequant`; experimental, see quantization/int4.py)."""
     if triton is None:
         raise RuntimeError("int4_matmul needs triton")
     _check(x, packed, sz, group)
@@ -246,11 +273,14 @@ def int4_matmul(x, packed, sz, group: int, *, config: dict | None = None, out_dt
         return y
     args = (x, packed, sz, y, m, n, k, x.stride(0), packed.stride(0), y.stride(0), m_bucket(m))
 
+    # The packed-pair dequantization needs scales and zeros in the activations' 16-bit dtype, on CUDA.
+    asm = pairs and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16) and sz.dtype == x.dtype
+
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
 
     if config is not None:
-        _int4_mm_kernel[grid](*args, GROUP=group, **config)
+        _int4_mm_kernel[grid](*args, GROUP=group, ASM=asm, **config)
     else:
-        _int4_mm_tuned[grid](*args, GROUP=group)
+        _int4_mm_tuned[grid](*args, GROUP=group, ASM=asm)
     return y

@@ -66,9 +66,10 @@ def _inner_k_tiles(k: int) -> int | None:
     return None
 
 
-# Experiment switch, off by default: one-row matmuls through the packed-pair GEMV (kernels/int4_gemv_packed.py)
-# once its speed and results are measured on a GPU against the default GEMV (docs/quantization.md).
-PACKED_GEMV = os.environ.get("FMS_INT4_GEMV") == "packed"
+# Experiment switch, off by default until measured on a GPU (docs/quantization.md): the int4 kernels turn codes
+# into weights two at a time by inline PTX (kernels/int4_ptx.py): one-row matmuls through the packed-pair GEMV
+# (kernels/int4_gemv_packed.py), more rows through tiles that dequantize in pairs.
+PAIRS = os.environ.get("FMS_INT4_PAIRS") == "1"
 log = logging.getLogger(__name__)
 
 
@@ -79,8 +80,8 @@ class Int4LinearMethod(TunedLinearMethod):
         self.group_size = group_size
         # A GPTQ/AWQ checkpoint keeps its head dense on purpose; a dense checkpoint's head is quantized too.
         self.quantize_lm_head = quantize_lm_head
-        if PACKED_GEMV:
-            log.warning("FMS_INT4_GEMV=packed: one-row int4 matmuls use the experimental packed-pair GEMV")
+        if PAIRS:
+            log.warning("FMS_INT4_PAIRS=1: the int4 kernels use their experimental packed-pair (inline PTX) paths")
 
     def for_lm_head(self):
         return self if self.quantize_lm_head else None
@@ -120,12 +121,13 @@ class Int4LinearMethod(TunedLinearMethod):
 
     def _matmul(self, layer, x2, out_dtype=None, gated=False):
         """The Triton kernels on rows x2 (gated: one row, silu(gate) * up)."""
-        if PACKED_GEMV and x2.shape[0] == 1 and packed_gemv.supported(x2, layer.qweight):
+        if PAIRS and x2.shape[0] == 1 and packed_gemv.supported(x2, layer.qweight):
             return packed_gemv.int4_gemv_packed(x2, layer.qweight, layer.scales_and_zeros, self.group_size,
                                                 out_dtype=out_dtype, gated=gated)
         if gated:
             return int4_gemv(x2, layer.qweight, layer.scales_and_zeros, self.group_size, gated=True)
-        return int4_matmul(x2, layer.qweight, layer.scales_and_zeros, self.group_size, out_dtype=out_dtype)
+        return int4_matmul(x2, layer.qweight, layer.scales_and_zeros, self.group_size, out_dtype=out_dtype,
+                           pairs=PAIRS)
 
     def apply_float32(self, layer, x):
         """The kernels write their float32 accumulators unrounded (LM-head logits without bf16 ties)."""

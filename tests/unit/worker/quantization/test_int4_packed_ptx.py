@@ -1,7 +1,7 @@
-"""The packed-pair int4 GEMV's PTX block, executed instruction by instruction on the CPU.
+"""The int4 kernels' inline-PTX blocks (kernels/int4_ptx.py), executed instruction by instruction on the CPU.
 
-CI has no GPU, and Triton's interpreter runs the kernel's plain path instead of its inline PTX. This
-test reads the PTX text the kernel compiles in (`_word_asm`) and executes it with a small model of the
+CI has no GPU, and Triton's interpreter runs the kernels' plain paths instead of their inline PTX. This
+test reads the PTX text the kernels compile in and executes it with a small model of the
 eight instructions it uses (byte permute, shift, three-input logic, packed 16-bit FMA, moves and
 conversions), so a wrong byte selector, nibble mask, magic constant or lane order fails here; the
 rounding model is the PTX ISA's (round to nearest even per 16-bit lane).
@@ -16,7 +16,7 @@ import struct
 import numpy as np
 import pytest
 
-from fms_worker.kernels.int4_gemv_packed import _word_asm
+from fms_worker.kernels import int4_ptx
 
 M32 = 0xFFFFFFFF
 
@@ -103,17 +103,24 @@ def run_ptx(text: str, args: dict[str, int]) -> dict[str, int]:
     return regs
 
 
+def _codec(dtype: str):
+    return (_bf16_bits, _bf16_val) if dtype == "bf16" else (_f16_bits, _f16_val)
+
+
+def _random_word(rng) -> tuple[list[int], list[int], int]:
+    """Four bytes of random codes: (low nibbles, high nibbles, the 32-bit word)."""
+    lo = [rng.randrange(16) for _ in range(4)]
+    hi = [rng.randrange(16) for _ in range(4)]
+    return lo, hi, sum((a | b << 4) << (8 * i) for i, (a, b) in enumerate(zip(lo, hi)))
+
+
 @pytest.mark.parametrize("dtype", ["bf16", "f16"])
 def test_word_block_computes_sum_of_q_minus_8_times_x(dtype):
-    if dtype == "bf16":
-        text, to_bits, to_val = _word_asm(0x4300, 0xC308, 0x3F80), _bf16_bits, _bf16_val
-    else:
-        text, to_bits, to_val = _word_asm(0x6400, 0xE408, 0x3C00), _f16_bits, _f16_val
+    text = int4_ptx.word_dot(dtype)
+    to_bits, to_val = _codec(dtype)
     rng = random.Random(0)
     for _ in range(300):
-        codes_lo = [rng.randrange(16) for _ in range(4)]
-        codes_hi = [rng.randrange(16) for _ in range(4)]
-        word = sum((lo | hi << 4) << (8 * i) for i, (lo, hi) in enumerate(zip(codes_lo, codes_hi)))
+        codes_lo, codes_hi, word = _random_word(rng)
         x_lo = [to_bits(rng.gauss(0, 1)) for _ in range(4)]
         x_hi = [to_bits(rng.gauss(0, 1)) for _ in range(4)]
         xl = sum(h << (16 * i) for i, h in enumerate(x_lo))  # four activations in one 64-bit word
@@ -128,7 +135,8 @@ def test_word_block_computes_sum_of_q_minus_8_times_x(dtype):
 
 def test_model_catches_a_wrong_lane_order():
     """The same check fails for a block whose activation lanes are swapped (the model is not vacuous)."""
-    text = _word_asm(0x4300, 0xC308, 0x3F80).replace("mov.b64 {xa, xb}, $2", "mov.b64 {xb, xa}, $2")
+    text = int4_ptx.word_dot("bf16").replace("mov.b64 {xa, xb}, $2", "mov.b64 {xb, xa}, $2")
+    assert "mov.b64 {xb, xa}, $2" in text
     rng = random.Random(1)
     misses = 0
     for _ in range(50):
@@ -141,3 +149,23 @@ def test_model_catches_a_wrong_lane_order():
         want = sum((q - 8) * _bf16_val(x) for q, x in zip(codes, xs))
         misses += abs(got - want) > 0.05 * sum(abs((q - 8) * _bf16_val(x)) for q, x in zip(codes, xs)) + 1e-3
     assert misses > 25
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "f16"])
+def test_dequant_block_gives_the_weights(dtype):
+    """The tiles' block: four bytes and their elements' scales and zeros -> (q - 8) * s + z for the eight
+    nibbles, each rounded once to the 16-bit type, in the order the kernel hands them to the tensor cores."""
+    text = int4_ptx.dequant(dtype)
+    to_bits, to_val = _codec(dtype)
+    rng = random.Random(2)
+    for _ in range(300):
+        lo, hi, word = _random_word(rng)
+        s = [to_bits(abs(rng.gauss(0, 0.02)) + 1e-4) for _ in range(4)]
+        z = [to_bits(rng.gauss(0, 0.05)) for _ in range(4)]
+        pair = lambda v, i: v[i] | v[i + 1] << 16  # noqa: E731 - elements i, i+1 in one register
+        regs = run_ptx(text, {"$4": word, "$5": pair(s, 0), "$6": pair(s, 2), "$7": pair(z, 0), "$8": pair(z, 2)})
+        got = [(regs[r] >> (16 * h)) & 0xFFFF for r in ("$0", "$1") for h in (0, 1)]
+        got += [(regs[r] >> (16 * h)) & 0xFFFF for r in ("$2", "$3") for h in (0, 1)]
+        want = [to_bits((q - 8) * to_val(s[i]) + to_val(z[i])) for i, q in enumerate(lo)]
+        want += [to_bits((q - 8) * to_val(s[i]) + to_val(z[i])) for i, q in enumerate(hi)]
+        assert got == want, (lo, hi, got, want)

@@ -70,6 +70,8 @@ class ParallelLMHead(_VocabSlice):
     accumulates in float32 anyway; only its last rounding is skipped.
     """
 
+    float32_out = True  # its quant method runs (and so warms up) with float32 output: `apply_float32`
+
     def __init__(self, vocab_size: int, dim: int, params_dtype: torch.dtype = torch.float32,
                  tied_to: VocabParallelEmbedding | None = None, quant_method=None):
         super().__init__(vocab_size)

@@ -12,7 +12,6 @@ import torch.distributed as dist
 from fms_worker.layers import fused
 from fms_worker.layers.attention import TorchSDPABackend
 from fms_worker.layers.attention_triton import TritonPagedBackend
-from fms_worker.layers.embedding import ParallelLMHead
 from fms_worker.loader import load_model
 from fms_worker.model_runner.cuda_graphs import DecodeGraphs
 from fms_worker.model_runner.inputs import build_inputs
@@ -96,7 +95,7 @@ class ModelRunner:
                 method = getattr(module, "quant_method", None)
                 if method is None:
                     continue
-                head = isinstance(module, ParallelLMHead)
+                head = getattr(module, "float32_out", False)  # the LM head: float32 logits
                 key = (type(method), head, tuple((p.shape, p.dtype) for p in module.parameters(recurse=False)))
                 if key in warmed:
                     continue

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from fms_worker.kernels import int4_ptx
-from fms_worker.kernels.tuning import group_gemv_tuner
+from fms_worker.kernels.tuning import group_gemv_rows, group_gemv_store, group_gemv_tuner
 
 try:
     import triton
@@ -101,18 +101,12 @@ if triton is not None:
                             BLOCK_N: tl.constexpr, GPS: tl.constexpr, STAGES: tl.constexpr):
         """QW [N, K/8] int32 weight words; XW [K/4] int64 activation words; X [K] the same activations."""
         WB: tl.constexpr = GROUP // 8  # weight words per group and row
-        pid = tl.program_id(0)
-        rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-        n_ok = rn < N
-        rows = rn % N  # rows past N read row n % N and are dropped at the store
-        nsz = 2 * N if GATED else N
+        rn, n_ok, rows, sz_ptr, up_sz_ptr, sz_step = group_gemv_rows(SZ, N, GATED, BLOCK_N, GPS)
         gi = tl.arange(0, GPS)
         wi = tl.arange(0, WB)
         cols = (gi * WB)[None, :, None] + wi[None, None, :]
         q_ptr = QW + rows.to(tl.int64)[:, None, None] * stride_qw + cols  # [BLOCK_N, GPS, WB]
         up_ptr = QW + (rows + N).to(tl.int64)[:, None, None] * stride_qw + cols
-        sz_ptr = SZ + (gi.to(tl.int64)[None, :] * nsz + rows[:, None]) * 2  # [BLOCK_N, GPS]
-        up_sz_ptr = sz_ptr + N * 2
         xl_ptr = XW + (gi * (GROUP // 4))[:, None] + wi[None, :]  # [GPS, WB]: a group's low nibbles' words
         xs_ptr = X + gi[:, None] * GROUP + tl.arange(0, GROUP)[None, :]  # [GPS, GROUP]
         acc = tl.zeros([BLOCK_N, GPS], dtype=tl.float32)
@@ -131,16 +125,12 @@ if triton is not None:
             if GATED:
                 acc_up = _rows_step(acc_up, up_ptr, up_sz_ptr, xl, xh, xs, g_ok, EVEN, IS_BF16, ASM)
                 up_ptr += GPS * WB
-                up_sz_ptr += GPS * nsz * 2
+                up_sz_ptr += sz_step
             q_ptr += GPS * WB
-            sz_ptr += GPS * nsz * 2
+            sz_ptr += sz_step
             xl_ptr += GPS * (GROUP // 4)
             xs_ptr += GPS * GROUP
-        out = tl.sum(acc, axis=1)
-        if GATED:
-            up = tl.sum(acc_up, axis=1)
-            out = out / (1.0 + tl.exp(-out)) * up
-        tl.store(Y + rn, out.to(Y.dtype.element_ty), mask=n_ok)
+        group_gemv_store(Y, rn, n_ok, tl.sum(acc, axis=1), tl.sum(acc_up, axis=1), GATED)
 
     _tuned = group_gemv_tuner(_packed_gemv_kernel, configs)
     _gated_tuned = group_gemv_tuner(_packed_gemv_kernel, configs)

@@ -28,7 +28,8 @@ from __future__ import annotations
 import torch
 
 from fms_worker.kernels import int4_ptx
-from fms_worker.kernels.tuning import GEMV_MAX_M, group_gemv_tuner, m_bucket, short_bench, tile_ids
+from fms_worker.kernels.tuning import (GEMV_MAX_M, group_gemv_rows, group_gemv_store, group_gemv_tuner, m_bucket,
+                                      short_bench, tile_ids)
 
 try:
     import triton
@@ -116,19 +117,13 @@ if triton is not None:
         """GPS groups a step: [BLOCK_N, GPS, GROUP / 2] bytes, activations [GPS, GROUP / 2] (two-dimensional
         loads, so the pipeliner streams them with the weights instead of one scalar load per element)."""
         HB: tl.constexpr = GROUP // 2
-        pid = tl.program_id(0)
-        rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-        n_ok = rn < N
-        rows = rn % N  # rows past N read row n % N and are dropped at the store
-        nsz = 2 * N if GATED else N  # rows of sz
+        rn, n_ok, rows, sz_ptr, up_sz_ptr, sz_step = group_gemv_rows(SZ, N, GATED, BLOCK_N, GPS)
         gi = tl.arange(0, GPS)
         rb = tl.arange(0, HB)
         # Pointers of the first step, advanced per step.
         cols = (gi * HB)[None, :, None] + rb[None, None, :]
         q_ptr = Q + rows.to(tl.int64)[:, None, None] * stride_qn + cols  # [BLOCK_N, GPS, HB]
         up_ptr = Q + (rows + N).to(tl.int64)[:, None, None] * stride_qn + cols
-        sz_ptr = SZ + (gi.to(tl.int64)[None, :] * nsz + rows[:, None]) * 2  # [BLOCK_N, GPS]
-        up_sz_ptr = sz_ptr + N * 2
         x_ptr = X + gi[:, None] * GROUP + rb[None, :]  # [GPS, HB]: the low nibbles' columns; + HB: the high ones'
         acc = tl.zeros([BLOCK_N, GPS, HB], dtype=tl.float32)
         acc_up = tl.zeros([BLOCK_N, GPS, HB], dtype=tl.float32)
@@ -144,15 +139,12 @@ if triton is not None:
             if GATED:
                 acc_up = _row_dot(acc_up, up_ptr, up_sz_ptr, x_lo, x_hi, g_ok, EVEN)
                 up_ptr += GPS * HB
-                up_sz_ptr += GPS * nsz * 2
+                up_sz_ptr += sz_step
             q_ptr += GPS * HB
-            sz_ptr += GPS * nsz * 2
+            sz_ptr += sz_step
             x_ptr += GPS * GROUP
-        out = tl.sum(tl.sum(acc, axis=2), axis=1)
-        if GATED:
-            up = tl.sum(tl.sum(acc_up, axis=2), axis=1)
-            out = out / (1.0 + tl.exp(-out)) * up
-        tl.store(Y + rn, out.to(Y.dtype.element_ty), mask=n_ok)
+        group_gemv_store(Y, rn, n_ok, tl.sum(tl.sum(acc, axis=2), axis=1), tl.sum(tl.sum(acc_up, axis=2), axis=1),
+                         GATED)
 
     _DEQUANT_BF16 = tl.constexpr(int4_ptx.dequant("bf16"))
     _DEQUANT_FP16 = tl.constexpr(int4_ptx.dequant("f16"))

@@ -57,5 +57,23 @@ if triton is not None:
         first_n = (pid // width) * GROUP_N
         group_size = tl.minimum(grid_n - first_n, GROUP_N)
         return (pid % width) // group_size, first_n + (pid % width) % group_size
+
+    @triton.jit
+    def group_gemv_rows(SZ, N, GATED: tl.constexpr, BLOCK_N: tl.constexpr, GPS: tl.constexpr):
+        """A group-stepping GEMV program's rows and their scales/zeros (SZ [K/group, N or 2N gated, 2]):
+        (rn, n_ok, rows, sz_ptr [BLOCK_N, GPS] of the first step, the up rows' sz_ptr, elements a step advances
+        them). Rows past N read row n % N and are dropped at the store."""
+        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rows = rn % N
+        nsz = 2 * N if GATED else N
+        sz_ptr = SZ + (tl.arange(0, GPS).to(tl.int64)[None, :] * nsz + rows[:, None]) * 2
+        return rn, rn < N, rows, sz_ptr, sz_ptr + N * 2, GPS * nsz * 2
+
+    @triton.jit
+    def group_gemv_store(Y, rn, n_ok, out, up, GATED: tl.constexpr):
+        """The rows' results; gated: silu(gate) * up."""
+        if GATED:
+            out = out / (1.0 + tl.exp(-out)) * up
+        tl.store(Y + rn, out.to(Y.dtype.element_ty), mask=n_ok)
 else:
-    tile_ids = None  # CPU-only installs: no kernels to index
+    tile_ids = group_gemv_rows = group_gemv_store = None  # CPU-only installs: no kernels

@@ -9,7 +9,8 @@ space over NVLink P2P; its one-shot kernel copies the local input into this
 rank's buffer, waits on a barrier, and reads and sums all ranks' buffers
 directly. No NVLink multicast is involved (the lent machines forbid it).
 
-Messages larger than the buffer, other dtypes and CPU tensors keep NCCL/gloo.
+Messages larger than the buffer, other dtypes, CPU tensors and messages whose byte size is not a
+multiple of 4 (the kernel refuses them: an odd count of bf16 values) keep NCCL/gloo.
 Capturable in CUDA graphs (the barrier lives in the buffer's signal pad). The
 worker sizes the buffer for its largest decode graph, so no NCCL operation is
 ever captured (see model_runner/cuda_graphs.py for why that matters).
@@ -46,7 +47,8 @@ class OneShotAllReduce:
         return cls(buffer, group.group_name)
 
     def fits(self, x: torch.Tensor) -> bool:
-        return x.is_cuda and x.dtype == self.buffer.dtype and x.numel() <= self.buffer.numel()
+        return (x.is_cuda and x.dtype == self.buffer.dtype and x.numel() <= self.buffer.numel()
+                and x.numel() * x.element_size() % 4 == 0)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous()

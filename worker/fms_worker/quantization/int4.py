@@ -66,10 +66,11 @@ def _inner_k_tiles(k: int) -> int | None:
     return None
 
 
-# Experiment switch, off by default until measured on a GPU (docs/quantization.md): the int4 kernels turn codes
-# into weights two at a time by inline PTX (kernels/int4_ptx.py): one-row matmuls through the packed-pair GEMV
-# (kernels/int4_gemv_packed.py), more rows through tiles that dequantize in pairs.
-PAIRS = os.environ.get("FMS_INT4_PAIRS") == "1"
+# The int4 kernels turn codes into weights two at a time by inline PTX (kernels/int4_ptx.py): one-row matmuls
+# through the packed-pair GEMV (kernels/int4_gemv_packed.py), more rows through tiles that dequantize in pairs.
+# Faster on every 8B shape measured on H200 (docs/quantization.md); FMS_INT4_PAIRS=0 in the worker's environment
+# selects the one-nibble-per-instruction kernels instead (for comparison, or a GPU whose PTX assembler refuses them).
+PAIRS = os.environ.get("FMS_INT4_PAIRS", "1") != "0"
 log = logging.getLogger(__name__)
 
 
@@ -80,8 +81,8 @@ class Int4LinearMethod(TunedLinearMethod):
         self.group_size = group_size
         # A GPTQ/AWQ checkpoint keeps its head dense on purpose; a dense checkpoint's head is quantized too.
         self.quantize_lm_head = quantize_lm_head
-        if PAIRS:
-            log.warning("FMS_INT4_PAIRS=1: the int4 kernels use their experimental packed-pair (inline PTX) paths")
+        if not PAIRS:
+            log.warning("FMS_INT4_PAIRS=0: the int4 kernels dequantize one weight an instruction (slower)")
 
     def for_lm_head(self):
         return self if self.quantize_lm_head else None

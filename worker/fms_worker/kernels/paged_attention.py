@@ -68,6 +68,8 @@ if triton is not None:
         GROUP: tl.constexpr, PAGE: tl.constexpr, HEAD_DIM: tl.constexpr,
         BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
     ):
+        LN2: tl.constexpr = 0.6931471805599453
+        qk_scale = scale * k_scale * 1.4426950408889634  # scores in base 2: exp2 instead of exp
         seq = tl.program_id(0)
         qblk = tl.program_id(1)
         kvh = tl.program_id(2) // NUM_SPLITS
@@ -106,25 +108,25 @@ if triton is not None:
                         mask=n_ok[:, None], other=0.0)
             v = tl.load(V + page[:, None] * stride_vb + slot[:, None] * stride_vs + kvh * stride_vh + d[None, :],
                         mask=n_ok[:, None], other=0.0)
-            k = (k.to(tl.float32) * k_scale).to(q.dtype)
-            v = (v.to(tl.float32) * v_scale).to(q.dtype)
-            s = tl.dot(q, tl.trans(k)) * scale
+            # fp8 -> 16-bit is exact; the cache's scales act once, outside the loop (k_scale in qk_scale,
+            # v_scale on the output)
+            s = tl.dot(q, tl.trans(k.to(q.dtype))) * qk_scale
             ok = (n[None, :] <= abs_pos[:, None]) & n_ok[None, :]
             s = tl.where(ok, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
-            alpha = tl.exp(m_i - m_new)
-            p = tl.exp(s - m_new[:, None])
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(s - m_new[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
             m_i = m_new
 
         l_safe = tl.where(l_i > 0, l_i, 1.0)
-        o = acc / l_safe[:, None]
+        o = acc * (v_scale / l_safe)[:, None]
         tok = q_start + q_pos
         optr = O + tok[:, None] * stride_ot + head[:, None] * stride_oh + split * stride_os + d[None, :]
         tl.store(optr, o.to(O.dtype.element_ty), mask=row_ok[:, None])
         if NUM_SPLITS > 1:
-            lse = tl.where(l_i > 0, m_i + tl.log(l_safe), float("-inf"))
+            lse = tl.where(l_i > 0, (m_i + tl.log2(l_safe)) * LN2, float("-inf"))  # natural log
             tl.store(LSE + tok * stride_lt + head * stride_lh + split, lse, mask=row_ok)
 
     @triton.jit
@@ -153,9 +155,25 @@ def num_splits_for(num_seqs: int, num_kv_heads: int, max_seq_len: int, sm_count:
     return 1 << int(math.log2(max(1, min(want, cap, 32))))
 
 
+# Key tile, warps and pipeline stages: decode split over keys (small batches), decode one program per sequence and
+# KV head (large batches), and prefill.
+SPLIT_DECODE = dict(BLOCK_N=64, num_warps=4, num_stages=2)
+DECODE = dict(BLOCK_N=64, num_warps=4, num_stages=2)
+PREFILL = dict(BLOCK_N=64, num_warps=4, num_stages=2)
+
+
+def config_for(max_q_len: int, num_splits: int) -> dict:
+    if max_q_len > 1:
+        return PREFILL
+    return SPLIT_DECODE if num_splits > 1 else DECODE
+
+
 def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start, scale, *, max_q_len: int,
-                    num_splits: int = 1, k_scale: float = 1.0, v_scale: float = 1.0, out=None):
-    """Triton paged attention. `max_q_len` and `num_splits` are host ints (fixed per CUDA graph)."""
+                    num_splits: int = 1, k_scale: float = 1.0, v_scale: float = 1.0, out=None,
+                    config: dict | None = None):
+    """Triton paged attention. `max_q_len` and `num_splits` are host ints (fixed per CUDA graph); `config`
+    (benchmarks, tests) replaces `config_for`'s choice of BLOCK_N, num_warps and num_stages."""
+    cfg = config or config_for(max_q_len, num_splits)
     num_tokens, num_heads, head_dim = q.shape
     num_kv = k_cache.shape[2]
     group = num_heads // num_kv
@@ -179,8 +197,8 @@ def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start, sc
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         block_tables.stride(0), lse_t.stride(0) if num_splits > 1 else 0, lse_t.stride(1) if num_splits > 1 else 0,
         GROUP=group, PAGE=k_cache.shape[1], HEAD_DIM=head_dim,
-        BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_N=64, NUM_SPLITS=num_splits,
-        num_warps=4, num_stages=2,
+        BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_N=cfg["BLOCK_N"], NUM_SPLITS=num_splits,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     if num_splits > 1:
         _merge_splits_kernel[(num_tokens, num_heads)](

@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--baseline", help="an earlier paged_attention.py to time beside the current one")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--shapes", nargs="+", help="sequences x keys, e.g. 64x1000 (default: all of SHAPES)")
+    ap.add_argument("--kv", nargs="+", default=["bf16", "fp8"], choices=["bf16", "fp8"], help="cache dtypes")
     args = ap.parse_args()
     base = None
     if args.baseline:
@@ -80,7 +81,8 @@ def main() -> None:
     print(torch.cuda.get_device_name(), flush=True)
     rows = []
     shapes = [tuple(map(int, s.split("x"))) for s in args.shapes] if args.shapes else SHAPES
-    for (b, ctx), kv_dtype in itertools.product(shapes, (torch.bfloat16, torch.float8_e4m3fn)):
+    dtypes = [{"bf16": torch.bfloat16, "fp8": torch.float8_e4m3fn}[x] for x in args.kv]
+    for (b, ctx), kv_dtype in itertools.product(shapes, dtypes):
         torch.manual_seed(0)
         a, scales, ref, kv_bytes = case(b, ctx, kv_dtype)
         splits = pa.num_splits_for(b, 8, 131072)

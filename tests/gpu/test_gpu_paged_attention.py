@@ -54,6 +54,23 @@ def test_matches_reference(q_lens, seq_lens, heads, kv, splits):
     assert err < 1e-2, err
 
 
+@pytest.mark.parametrize("q_lens,seq_lens,heads,kv", CASES[:3])
+@pytest.mark.parametrize("splits", [1, 4])
+def test_fp8_cache_matches_reference(q_lens, seq_lens, heads, kv, splits):
+    """An e4m3 cache (the kernel's fp16 dots) holding N(0, 1) / 50, so about half of its values are e4m3
+    subnormals: a conversion that flushed or misread them would miss by far more than the tolerance."""
+    q, k, v, table, sl, qs = _case(q_lens, seq_lens, heads, kv, seed=len(q_lens) * 17 + splits)
+    k8, v8 = (k.float() / 50).to(torch.float8_e4m3fn), (v.float() / 50).to(torch.float8_e4m3fn)
+    scale = 128 ** -0.5
+    ref = paged_attention_ref(q, k8.float() * 50, v8.float() * 50, table, sl, qs, scale)
+    out = torch.full_like(q, float("nan"))
+    paged_attention(q, k8, v8, table, sl, qs, scale, max_q_len=max(q_lens), num_splits=splits, out=out,
+                    k_scale=50.0, v_scale=50.0)
+    assert torch.isfinite(out).all()
+    err = (out.float() - ref.float()).norm() / ref.float().norm()
+    assert err < 1e-2, err
+
+
 def test_split_decode_in_a_cuda_graph():
     """32 splits (what a batch-1 decode graph captures) over contexts that change between replays."""
     q, k, v, table, sl, qs = _case([1, 1], [384, 384], 32, 8, seed=5)

@@ -65,7 +65,7 @@ if triton is not None:
         stride_qt, stride_qh, stride_ot, stride_oh, stride_os,
         stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
         stride_bt, stride_lt, stride_lh,
-        GROUP: tl.constexpr, PAGE: tl.constexpr, HEAD_DIM: tl.constexpr,
+        GROUP: tl.constexpr, PAGE: tl.constexpr, HEAD_DIM: tl.constexpr, FP8_CACHE: tl.constexpr,
         BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
     ):
         LN2: tl.constexpr = 0.6931471805599453
@@ -89,6 +89,8 @@ if triton is not None:
         d = tl.arange(0, HEAD_DIM)
         q = tl.load(Q + (q_start + q_pos)[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :],
                     mask=row_ok[:, None], other=0.0)
+        if FP8_CACHE:  # the dots run in fp16, to which e4m3 converts exactly in one instruction a pair
+            q = tl.clamp(q.to(tl.float32), -65504.0, 65504.0).to(tl.float16)
 
         kv_end = tl.minimum(seq_len, ctx + (qblk + 1) * BLOCK_Q)
         seg = tl.cdiv(tl.cdiv(kv_end, NUM_SPLITS), BLOCK_N) * BLOCK_N
@@ -108,7 +110,7 @@ if triton is not None:
                         mask=n_ok[:, None], other=0.0)
             v = tl.load(V + page[:, None] * stride_vb + slot[:, None] * stride_vs + kvh * stride_vh + d[None, :],
                         mask=n_ok[:, None], other=0.0)
-            # fp8 -> 16-bit is exact; the cache's scales act once, outside the loop (k_scale in qk_scale,
+            # fp8 -> fp16 is exact; the cache's scales act once, outside the loop (k_scale in qk_scale,
             # v_scale on the output)
             s = tl.dot(q, tl.trans(k.to(q.dtype))) * qk_scale
             ok = (n[None, :] <= abs_pos[:, None]) & n_ok[None, :]
@@ -196,7 +198,7 @@ def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start, sc
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         block_tables.stride(0), lse_t.stride(0) if num_splits > 1 else 0, lse_t.stride(1) if num_splits > 1 else 0,
-        GROUP=group, PAGE=k_cache.shape[1], HEAD_DIM=head_dim,
+        GROUP=group, PAGE=k_cache.shape[1], HEAD_DIM=head_dim, FP8_CACHE=k_cache.element_size() == 1,
         BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_N=cfg["BLOCK_N"], NUM_SPLITS=num_splits,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )

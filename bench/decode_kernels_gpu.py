@@ -5,8 +5,9 @@
 - the gated gate-up GEMV (silu(gate) * up in the epilogue) against the plain GEMV plus the compiled activation;
 - the fused rotary + KV-cache write against the compiled rotary plus two index_copy_ launches;
 - the int4 Triton kernels (group 128) against PyTorch's tinygemm on the same weights, at 1, 16 and 256 rows
-  (and the experimental packed-pair paths: the GEMV of kernels/int4_gemv_packed.py at one row, the tiles'
-  pair dequantization at 16 and 256);
+  ("triton": the one-nibble kernels that FMS_INT4_PAIRS=0 selects; beside them the engine's default
+  packed-pair paths: the GEMV of kernels/int4_gemv_packed.py at one row, the tiles' pair dequantization at 16
+  and 256);
 - paged attention of a decode step as a CUDA graph captures it (splits sized for the longest context), at a
   few contexts, optionally against an earlier version of the kernel's module (`--attention-baseline FILE`);
 - the same int4 weights through GemLite's Triton kernels (`gemlite` on PyPI, its default kernel choice per row
@@ -89,12 +90,12 @@ def int4_rows(dev, group: int = 128) -> list[dict]:
             t_triton = graph_us(lambda: k4.int4_matmul(x, packed, sz, group))
             row = dict(n=n, k=k, m=m, tinygemm_us=t_tiny, triton_us=t_triton, triton_TBps=n * k / 2 / t_triton / 1e6)
             extra = ""
-            if m > 1:  # the tiles dequantizing two weights an instruction (experimental, FMS_INT4_PAIRS=1)
+            if m > 1:  # the tiles dequantizing two weights an instruction (the engine's default)
                 got = k4.int4_matmul(x, packed, sz, group, pairs=True)
                 row["pairs_rel_err"] = ((got.float() - ref.float()).norm() / ref.float().norm()).item()
                 row["pairs_us"] = graph_us(lambda: k4.int4_matmul(x, packed, sz, group, pairs=True))
                 extra = f" | pair tiles {row['pairs_us']:7.1f} us (err {row['pairs_rel_err']:.1e})"
-            if m == 1:  # the packed-pair GEMV (kernels/int4_gemv_packed.py), experimental (FMS_INT4_PAIRS=1)
+            if m == 1:  # the packed-pair GEMV (kernels/int4_gemv_packed.py), the engine's default
                 from fms_worker.kernels.int4_gemv_packed import int4_gemv_packed
 
                 got = int4_gemv_packed(x, packed, sz, group)

@@ -161,7 +161,7 @@ def test_int4_every_config():
             ref = k4.int4_matmul_ref(x, packed, sz, group)
             for cfg in cfgs:
                 assert _rel(k4.int4_matmul(x, packed, sz, group, config=cfg), ref) < 0.01, (group, m, cfg)
-                if "GPS" not in cfg:  # the tiles' packed-pair dequantization (experimental, inline PTX)
+                if "GPS" not in cfg:  # the tiles' packed-pair dequantization (inline PTX)
                     got = k4.int4_matmul(x, packed, sz, group, config=cfg, pairs=True)
                     assert _rel(got, ref) < 0.01, (group, m, cfg, "pairs")
         gate, up = k4.int4_matmul_ref(x[:1], packed, sz, group).float().chunk(2, dim=-1)
@@ -204,7 +204,7 @@ def _merged_int4(gate, up):
 
 
 def test_int4_layer_through_the_packed_gemv(w, monkeypatch):
-    """The experiment switch (FMS_INT4_PAIRS=1): a layer's one-row matmul, its float32 logits path and a
+    """With the packed-pair kernels (the default; FMS_INT4_PAIRS=0 turns them off): a layer's one-row matmul, its float32 logits path and a
     gated layer's silu(gate) * up go through the packed-pair GEMV, more rows through the pair-dequantizing
     tiles, and all match the dequantized reference."""
     import fms_worker.quantization.int4 as q4

@@ -12,7 +12,8 @@ from fms_operator.render.cache import VOLUME as CACHE_VOLUME
 from fms_operator.render.cache import cache_volume
 from fms_operator.render.meta import CONFIG_HASH, config_map_name, digest, labels, metadata, selector_labels
 from fms_operator.render.fetch import add_fetch_step
-from fms_operator.render.worker_config import CACHE_DIR, COMPILE_DIR, CONFIG_DIR, CONFIG_KEY, SOURCE_MOUNT, worker_config
+from fms_operator.render.worker_config import (CACHE_DIR, CONFIG_DIR, CONFIG_KEY, SOURCE_MOUNT, compile_dir,
+                                                  worker_config)
 
 PRESTOP_SLEEP_S = 5  # let endpoints drop the pod before SIGTERM starts the drain
 PROBE_PERIOD_S = 10
@@ -102,7 +103,7 @@ def deployment(fms: FMS) -> dict[str, Any]:
         "enableServiceLinks": False,
         "tolerations": placement.tolerations(spec),
     }
-    add_fetch_step(pod_spec, fms, CACHE_DIR, COMPILE_DIR)
+    add_fetch_step(pod_spec, fms, CACHE_DIR, compile_dir(fms))
     if selector := placement.node_selector(spec):
         pod_spec["nodeSelector"] = selector
     if affinity := placement.affinity(spec):

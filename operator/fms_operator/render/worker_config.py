@@ -7,14 +7,25 @@ from typing import Any
 import yaml
 
 from fms_operator.api.resource import FMS
-from fms_operator.render.fetch import cached_model_path
+from fms_operator.render.fetch import cache_dir_name, cached_model_path, fetch_uri
 from fms_operator.render.meta import config_map_name, metadata
 
 CONFIG_KEY = "worker.yaml"
 CONFIG_DIR = "/etc/fms"
 CACHE_DIR = "/var/cache/fms"
 SOURCE_MOUNT = "/models/source"
-COMPILE_DIR = f"{CACHE_DIR}/compile"
+COMPILE_ROOT = f"{CACHE_DIR}/compile"
+
+
+def compile_dir(fms: FMS) -> str:
+    """The torch.compile / Triton caches of this model at this tensor-parallel degree, on the cache volume.
+
+    One directory per model and degree, not one per volume: the worker compiles its fused kernels with dynamic
+    shapes, and Inductor tunes such a kernel for the sizes it first saw, so a cache shared across models hands
+    one model kernels tuned for another's widths. Measured on H200 (docs/benchmarks.md): a cache filled by a
+    tiny model's fp8 engine made the 8B model's per-token fp8 quantization 4.8x slower (3,554 against 742 us a
+    256-sequence step). Same model and degree: same kernels, so restarts and replicas still share."""
+    return f"{COMPILE_ROOT}/{cache_dir_name(fetch_uri(fms))}-tp{fms.spec.parallelism.tensor}"
 
 
 def model_path(fms: FMS) -> str:
@@ -63,7 +74,7 @@ def worker_config(fms: FMS) -> dict[str, Any]:
         "caching": {
             "prefix_caching": spec.caching.prefix_caching,
             "gpu_memory_utilization": spec.caching.gpu_memory_utilization,
-            "compile_cache_dir": COMPILE_DIR,
+            "compile_cache_dir": compile_dir(fms),
         },
         "server": {"host": "0.0.0.0", "port": spec.worker.port, "metrics_port": spec.worker.metrics_port,
                    "drain_seconds": spec.worker.drain_seconds},

@@ -76,6 +76,24 @@ def test_remote_sources_fetch_into_the_path_the_worker_loads(source, revision, u
     assert config.caching.compile_cache_dir.startswith(cache_mount["mountPath"])
 
 
+def test_compile_caches_are_per_model_and_tensor_degree():
+    """Inductor tunes the worker's dynamic-shape kernels for the sizes it first compiled them at, so models of
+    other widths (or shards) must not share a compile cache; replicas and restarts of one model still do."""
+    def dirs(model: dict, tensor: int = 1) -> tuple[str, str]:
+        fms = make_fms({"model": model, "parallelism": {"tensor": tensor}})
+        worker = _pod(fms)["containers"][0]
+        env = {e["name"]: e.get("value") for e in worker["env"]}
+        return WorkerConfig.model_validate(worker_config(fms)).caching.compile_cache_dir, env["TORCHINDUCTOR_CACHE_DIR"]
+
+    small, big = {"source": {"hf": {"repo": "org/small"}}}, {"source": {"hf": {"repo": "org/big"}}}
+    config_dir, inductor_dir = dirs(big)
+    assert inductor_dir == f"{config_dir}/inductor"  # the operator's env and the worker's config agree
+    assert dirs(big) == dirs(big)
+    assert len({dirs(small)[0], dirs(big)[0], dirs(big, tensor=4)[0],
+                dirs({"source": {"hf": {"repo": "org/big"}}, "revision": "v2"})[0]}) == 4
+    assert dirs(big)[0].startswith("/var/cache/fms/compile/")
+
+
 def test_user_env_wins_over_compile_cache_default():
     fms = make_fms({"worker": {"env": [{"name": "TRITON_CACHE_DIR", "value": "/elsewhere"}]}})
     names = [e["name"] for e in _pod(fms)["containers"][0]["env"]]

@@ -2,8 +2,11 @@
 
 Compiling the decode graph and autotuning kernels costs tens of seconds to
 minutes on a cold pod. Both caches key their entries by the code, the GPU and
-the library versions, so sharing one directory across pods and restarts is
-safe and turns the second start's compile into a cache read.
+the library versions, so sharing one directory across the pods and restarts of
+one model turns the second start's compile into a cache read. The operator
+gives each model (and tensor-parallel degree) its own directory: kernels
+compiled for dynamic shapes keep the tuning of the sizes first compiled, which
+another model's entries would get wrong (fms_operator.render.worker_config.compile_dir).
 """
 
 from __future__ import annotations

@@ -252,7 +252,7 @@ def int4_gemv(x, packed, sz, group: int, *, config: dict | None = None, out_dtyp
 def int4_matmul(x, packed, sz, group: int, *, config: dict | None = None, out_dtype=None, pairs: bool = False):
     """y [M, N] = x [M, K] @ dequant(packed, sz).T in `out_dtype` (default x's). `config` (tests): an entry of
     `tile_configs` (more than one row) or `gemv_configs` (one row). `pairs`: the tiles dequantize two weights
-    an instruction by inline PTX (`int4_ptx.dequant`; experimental, see quantization/int4.py)."""
+    an instruction by inline PTX (`int4_ptx.dequant`; the engine's default, see quantization/int4.py)."""
     if triton is None:
         raise RuntimeError("int4_matmul needs triton")
     _check(x, packed, sz, group)

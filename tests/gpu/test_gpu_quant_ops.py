@@ -254,6 +254,33 @@ def test_fp8_w8a8(w, m):
     assert _rel(layer(x), x.float() @ w.t()) < 0.05
 
 
+@pytest.mark.skipif(torch.cuda.is_available() and fp8_unsupported_reason(CUDA) is not None, reason="needs sm89+")
+@pytest.mark.parametrize("compiled", [False, True])
+def test_fp8_rows_from_the_norm(w, compiled):
+    """FMS_FP8_FUSED_INPUT: the fp8 rows an RMSNorm (with the residual add) or the gated activation writes give
+    the projection what its own quantization pass would; bitwise in eager, within rounding compiled."""
+    from fms_worker.layers import fused
+    from fms_worker.quantization.fp8 import ROWS
+
+    layer = _layer(Fp8LinearMethod(fused_input=True), w)
+    assert layer.input_format() is ROWS
+    fused.enable(compiled)
+    try:
+        for m in (1, 7, 256):
+            x, res = (torch.randn(m, 4096, device=CUDA, dtype=torch.bfloat16) for _ in range(2))
+            nw = torch.rand(4096, device=CUDA, dtype=torch.bfloat16) + 0.5
+            h, r = fused.add_rms_norm(x, res, nw, 1e-5)
+            rows, r2 = fused.add_rms_norm_into(ROWS, x, res, nw, 1e-5)
+            ref, got = layer(h), layer(rows)
+            assert got.shape == ref.shape and got.dtype == ref.dtype
+            assert (torch.equal(got, ref) and torch.equal(r2, r)) if not compiled else _rel(got, ref) < 0.02
+            g = torch.randn(m, 8192, device=CUDA, dtype=torch.bfloat16)
+            ref, got = layer(fused.silu_and_mul(g)), layer(fused.silu_and_mul_into(ROWS, g))
+            assert torch.equal(got, ref) if not compiled else _rel(got, ref) < 0.02
+    finally:
+        fused.enable(False)
+
+
 def test_sparse24(w):
     w24 = prune_24(w)
     layer = _layer(Sparse24LinearMethod(), w24)

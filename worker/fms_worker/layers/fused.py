@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fms_worker.layers.quantized_rows import InputFormat, QuantizedRows
+
 _enabled = False
 _compiled: dict[str, object] = {}
 
@@ -73,6 +75,33 @@ def add_rms_norm(x, residual, weight, eps):
 
 def silu_and_mul(x):
     return maybe_compiled("silu_and_mul", _silu_and_mul)(x)
+
+
+def rms_norm_into(fmt: InputFormat, x, weight, eps) -> QuantizedRows:
+    """rms_norm written in a linear method's input format, in the same compiled kernel(s)."""
+    def fn(x, weight, eps):
+        return fmt.quantize(_rms_norm(x, weight, eps).reshape(-1, x.shape[-1]))
+
+    return QuantizedRows(tuple(maybe_compiled(f"rms_norm+{fmt.name}", fn)(x, weight, eps)), x.shape, x.dtype)
+
+
+def add_rms_norm_into(fmt: InputFormat, x, residual, weight, eps) -> tuple[QuantizedRows, torch.Tensor]:
+    """add_rms_norm with the normed rows written in a linear method's input format."""
+    def fn(x, residual, weight, eps):
+        h, r = _add_rms_norm(x, residual, weight, eps)
+        return (*fmt.quantize(h.reshape(-1, h.shape[-1])), r)
+
+    *parts, r = maybe_compiled(f"add_rms_norm+{fmt.name}", fn)(x, residual, weight, eps)
+    return QuantizedRows(tuple(parts), x.shape, x.dtype), r
+
+
+def silu_and_mul_into(fmt: InputFormat, x) -> QuantizedRows:
+    """silu_and_mul written in a linear method's input format."""
+    def fn(x):
+        return fmt.quantize(_silu_and_mul(x).reshape(-1, x.shape[-1] // 2))
+
+    shape = torch.Size((*x.shape[:-1], x.shape[-1] // 2))
+    return QuantizedRows(tuple(maybe_compiled(f"silu_and_mul+{fmt.name}", fn)(x)), shape, x.dtype)
 
 
 def rope(positions, q, k, cos, sin):

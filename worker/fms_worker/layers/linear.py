@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fms_worker.layers import fused
 from fms_worker.layers.quant_method import LinearMethod, UnquantizedLinearMethod
 from fms_worker.parallel import get_parallel_state, tp_all_gather, tp_all_reduce
 from fms_worker.parallel.state import divide
@@ -32,6 +33,10 @@ class LinearBase(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.quant_method.apply(self, x, self.bias)
 
+    def input_format(self):
+        """What the layer before may hand this one instead of a tensor (`LinearMethod.input_format`)."""
+        return self.quant_method.input_format()
+
 
 class ColumnParallelLinear(LinearBase):
     """Y = X A with A split by output columns: rank r holds rows [r*out/tp, (r+1)*out/tp) of the weight."""
@@ -55,7 +60,8 @@ class MergedColumnParallelLinear(ColumnParallelLinear):
     """Several column-parallel matrices stacked in one weight (gate and up): one matmul, shard i loaded by index.
 
     gated: a gated MLP's gate and up (two equal halves); `forward` then returns silu(gate) * up, which a
-    method may compute inside its matmul (`LinearMethod.apply_silu_mul`)."""
+    method may compute inside its matmul (`LinearMethod.apply_silu_mul`), or, given the next layer's
+    input format (`into`), writes it in that format."""
 
     def __init__(self, input_size: int, output_sizes: list[int], bias: bool = False,
                  params_dtype: torch.dtype = torch.float32, quant_method: LinearMethod | None = None,
@@ -68,7 +74,9 @@ class MergedColumnParallelLinear(ColumnParallelLinear):
         self.gated = gated
         LinearBase.__init__(self, input_size, sizes, bias, params_dtype, quant_method)
 
-    def forward(self, x):
+    def forward(self, x, into=None):
+        if self.gated and into is not None:
+            return fused.silu_and_mul_into(into, self.quant_method.apply(self, x, self.bias))
         if self.gated:
             return self.quant_method.apply_silu_mul(self, x, self.bias)  # [T, in] -> [T, out / 2]
         return super().forward(x)

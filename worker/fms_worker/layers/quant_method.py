@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fms_worker.layers import fused
+from fms_worker.layers.quantized_rows import InputFormat
 
 
 class LinearMethod:
@@ -32,7 +33,13 @@ class LinearMethod:
         """Repack or quantize once all shards are in (no-op by default)."""
 
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """x: a tensor, or the `QuantizedRows` of `input_format` where the method names one."""
         raise NotImplementedError
+
+    def input_format(self) -> InputFormat | None:
+        """The format the layer before may write this method's input in (layers/quantized_rows.py), or None
+        (the default): activations in the model dtype."""
+        return None
 
     def apply_float32(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """`apply` without a bias, the result in float32 (the LM head's logits). By default the model-dtype

@@ -92,7 +92,7 @@ class LlamaMLP(nn.Module):
                                            quant_method=quant_method)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.gate_up_proj(x))  # gated: silu(gate) * up
+        return self.down_proj(self.gate_up_proj(x, into=self.down_proj.input_format()))  # silu(gate) * up
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -104,12 +104,14 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps, dtype)
 
     def forward(self, positions, x, residual, meta):
+        # Each norm writes its rows in the next projection's input format where the method has one (fp8).
+        into = self.self_attn.qkv_proj.input_format()
         if residual is None:
-            residual, x = x, self.input_layernorm(x)
+            residual, x = x, self.input_layernorm(x, into=into)
         else:
-            x, residual = self.input_layernorm(x, residual)
+            x, residual = self.input_layernorm(x, residual, into=into)
         x = self.self_attn(positions, x, meta)
-        x, residual = self.post_attention_layernorm(x, residual)
+        x, residual = self.post_attention_layernorm(x, residual, into=self.mlp.gate_up_proj.input_format())
         return self.mlp(x), residual
 
 

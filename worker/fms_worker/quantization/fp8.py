@@ -8,9 +8,13 @@ Also the capability check that fp8 KV caches share.
 
 from __future__ import annotations
 
+import logging
+import os
+
 import torch
 
 from fms_worker.layers import fused
+from fms_worker.layers.quantized_rows import InputFormat, QuantizedRows
 from fms_worker.quantization.staged import StagedLinearMethod, set_param
 
 FP8 = torch.float8_e4m3fn
@@ -44,7 +48,24 @@ def quantize_fp8_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale
 
 
+# Experiment switch, off until measured on a GPU: the RMSNorm before the QKV and gate-up projections and the gated
+# activation before the down projection write fp8 rows and their scales in their own compiled kernel, instead of
+# each projection running a quantization pass of its own (three of the four a layer; docs/quantization.md).
+FUSED_INPUT = os.environ.get("FMS_FP8_FUSED_INPUT") == "1"
+ROWS = InputFormat("fp8_rows", quantize_fp8_rows)
+log = logging.getLogger(__name__)
+
+
 class Fp8LinearMethod(StagedLinearMethod):
+    def __init__(self, fused_input: bool | None = None):
+        self.fused_input = FUSED_INPUT if fused_input is None else fused_input
+        if self.fused_input:
+            log.warning("FMS_FP8_FUSED_INPUT=1: norms and activations write fp8 rows for the next projection "
+                        "(experimental)")
+
+    def input_format(self):
+        return ROWS if self.fused_input else None
+
     def convert(self, layer, weight):
         require_fp8(weight.device)
         if weight.dtype != torch.bfloat16:
@@ -57,10 +78,13 @@ class Fp8LinearMethod(StagedLinearMethod):
         set_param(layer, "w_scale", scale.t().contiguous())  # [1, N] float32
 
     def apply(self, layer, x, bias):
-        shape = x.shape
-        # One fused kernel on CUDA (amax, scale, cast); eager it would be five passes over x per linear.
-        xq, x_scale = fused.maybe_compiled("fp8_rows", quantize_fp8_rows)(x.reshape(-1, shape[-1]))  # [M, K], [M, 1]
+        if isinstance(x, QuantizedRows):  # the layer before wrote ROWS
+            (xq, x_scale), shape, dtype = x.parts, x.shape, x.dtype
+        else:
+            shape, dtype = x.shape, x.dtype
+            # One fused kernel on CUDA (amax, scale, cast); eager it would be five passes over x per linear.
+            xq, x_scale = fused.maybe_compiled("fp8_rows", quantize_fp8_rows)(x.reshape(-1, shape[-1]))  # [M, K], [M, 1]
         # _scaled_mm wants the second operand column-major: the transpose of a row-major [N, K] is.
         y = torch._scaled_mm(xq, layer.qweight.t(), scale_a=x_scale, scale_b=layer.w_scale, bias=bias,
-                             out_dtype=x.dtype, use_fast_accum=True)
+                             out_dtype=dtype, use_fast_accum=True)
         return y.reshape(*shape[:-1], -1)

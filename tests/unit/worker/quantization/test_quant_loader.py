@@ -7,24 +7,7 @@ import torch
 from fms_worker.loader import load_weights
 from fms_worker.models.llama import LlamaArgs, LlamaForCausalLM
 from fms_worker.quantization.int8 import Int8LinearMethod
-
-ARGS = LlamaArgs(vocab_size=128, hidden_size=64, intermediate_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
-                 head_dim=16, rms_norm_eps=1e-5, rope_theta=10000.0, rope_scaling=None, max_position=256,
-                 tie_embeddings=False)
-
-
-def _checkpoint(args: LlamaArgs) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    h, i, d = args.hidden_size, args.intermediate_size, args.head_dim
-    shapes = {"self_attn.q_proj.weight": (args.num_heads * d, h), "self_attn.k_proj.weight": (args.num_kv_heads * d, h),
-              "self_attn.v_proj.weight": (args.num_kv_heads * d, h), "self_attn.o_proj.weight": (h, args.num_heads * d),
-              "mlp.gate_proj.weight": (i, h), "mlp.up_proj.weight": (i, h), "mlp.down_proj.weight": (h, i),
-              "input_layernorm.weight": (h,), "post_attention_layernorm.weight": (h,)}
-    out = {f"model.layers.{n}.{k}": torch.randn(s, generator=g) * 0.1 for n in range(args.num_layers)
-           for k, s in shapes.items()}
-    out.update({"model.embed_tokens.weight": torch.randn(args.vocab_size, h, generator=g),
-                "model.norm.weight": torch.ones(h), "lm_head.weight": torch.randn(args.vocab_size, h, generator=g)})
-    return out
+from tiny_llama import ARGS, checkpoint
 
 
 def _dense_staged(model) -> int:
@@ -36,7 +19,7 @@ def _dense_staged(model) -> int:
 def test_layers_are_quantized_as_they_complete():
     model = LlamaForCausalLM(ARGS, torch.float32, quant_method=Int8LinearMethod())
     assert _dense_staged(model) == 0  # nothing dense before loading: the staged weights are meta
-    ckpt = _checkpoint(ARGS)
+    ckpt = checkpoint(ARGS)
     peak = []
 
     def stream():
@@ -61,7 +44,7 @@ def test_untied_lm_head_is_quantized_by_weight_only_schemes():
     from fms_worker.quantization.fp8 import Fp8LinearMethod
     from fms_worker.quantization.int4 import Int4LinearMethod
 
-    ckpt = _checkpoint(ARGS)
+    ckpt = checkpoint(ARGS)
     dense = LlamaForCausalLM(ARGS, torch.float32)
     load_weights(dense, iter(ckpt.items()))
     hidden = torch.randn(5, ARGS.hidden_size)
@@ -93,7 +76,7 @@ def test_tied_lm_head_stays_the_embedding():
 def test_logits_split_into_local_slice_and_gather():
     """What a decode CUDA graph captures (the local slice) and what runs after it (the gather) compose to
     compute_logits, quantized head or not."""
-    ckpt = _checkpoint(ARGS)
+    ckpt = checkpoint(ARGS)
     hidden = torch.randn(3, ARGS.hidden_size)
     for method in (None, Int8LinearMethod()):
         model = LlamaForCausalLM(ARGS, torch.float32, quant_method=method)
@@ -107,7 +90,7 @@ def test_quantized_head_pads_its_rows_to_a_multiple_of_16():
     from fms_worker.quantization.int4 import Int4LinearMethod
 
     args = LlamaArgs(**{**ARGS.__dict__, "vocab_size": 131})
-    ckpt = _checkpoint(args)
+    ckpt = checkpoint(args)
     dense = LlamaForCausalLM(args, torch.float32)
     load_weights(dense, iter(ckpt.items()))
     model = LlamaForCausalLM(args, torch.float32, quant_method=Int4LinearMethod(32))

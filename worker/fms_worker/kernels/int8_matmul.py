@@ -29,7 +29,7 @@ import functools
 
 import torch
 
-from fms_worker.kernels.tuning import GEMV_MAX_M, m_bucket, short_bench, tile_ids
+from fms_worker.kernels.tuning import GEMV_MAX_M, m_bucket, pdl_launch, pdl_wait, short_bench, tile_ids
 
 try:
     import triton
@@ -227,7 +227,7 @@ if triton is not None:
     @triton.jit
     def _int8_gemv_kernel(X, Q, S, B, Y, N, K, stride_qn, HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
                           GATED: tl.constexpr, MAGIC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                          STAGES: tl.constexpr):
+                          STAGES: tl.constexpr, USE_PDL: tl.constexpr = False):
         """Decode at batch 1, bound by reading the weight once: each program owns BLOCK_N output channels and
         keeps per-lane float32 partial sums [BLOCK_N, BLOCK_K] over the K loop (no tensor-core layouts, one
         cross-lane reduction at the end). The loop is software-pipelined (STAGES strips of the weight in
@@ -235,6 +235,7 @@ if triton is not None:
 
         GATED: q is a gated MLP's [2N, K] gate-up weight; each program also reads the up rows n + N and
         writes silu(gate) * up [N] (no [2N] intermediate, no activation kernel)."""
+        pdl_wait(USE_PDL)
         pid = tl.program_id(0)
         rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
@@ -305,10 +306,11 @@ def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch
         _int8_gemv[(triton.cdiv(n, c["BLOCK_N"]),)](*args, HAS_BIAS=bias is not None, GATED=gated,
                                                    BLOCK_N=c["BLOCK_N"], BLOCK_K=c["BLOCK_K"],
                                                    STAGES=c["num_stages"], MAGIC=c.get("MAGIC", False),
-                                                   num_warps=c["num_warps"])
+                                                   num_warps=c["num_warps"], **pdl_launch(x))
     else:
         tuned = _int8_gemv_gated_tuned if gated else _int8_gemv_tuned
-        tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*args, HAS_BIAS=bias is not None, GATED=gated)
+        tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*args, HAS_BIAS=bias is not None, GATED=gated,
+                                                               **pdl_launch(x))
     return y
 
 

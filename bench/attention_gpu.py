@@ -58,6 +58,14 @@ def timed(mod, args, scales, ref, splits, config=None) -> float:
     return graph_us(fn)
 
 
+def load_module(path: str):
+    """An earlier version of kernels/paged_attention.py, to time beside the current one."""
+    spec = importlib.util.spec_from_file_location("paged_attention_baseline", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _try(fn):
     try:
         return fn()
@@ -73,11 +81,7 @@ def main() -> None:
     ap.add_argument("--shapes", nargs="+", help="sequences x keys, e.g. 64x1000 (default: all of SHAPES)")
     ap.add_argument("--kv", nargs="+", default=["bf16", "fp8"], choices=["bf16", "fp8"], help="cache dtypes")
     args = ap.parse_args()
-    base = None
-    if args.baseline:
-        spec = importlib.util.spec_from_file_location("paged_attention_baseline", args.baseline)
-        base = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(base)
+    base = load_module(args.baseline) if args.baseline else None
     print(torch.cuda.get_device_name(), flush=True)
     rows = []
     shapes = [tuple(map(int, s.split("x"))) for s in args.shapes] if args.shapes else SHAPES

@@ -149,32 +149,19 @@ def gemlite_rows(dev, group: int = 128) -> list[dict]:
 
 
 def attention_rows(dev, baseline: str | None) -> list[dict]:
-    import importlib.util
+    """The seventh session's attention shapes (bf16 cache) through bench/attention_gpu.py's cases and timer."""
+    import attention_gpu as ag
 
-    from fms_worker.kernels import paged_attention as pa
-
-    mods = {"now": pa}
+    mods = {"now": ag.pa}
     if baseline:
-        spec = importlib.util.spec_from_file_location("paged_attention_baseline", baseline)
-        mods["baseline"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mods["baseline"])
-    h, hkv, d, page = 32, 8, 128, 16
+        mods["baseline"] = ag.load_module(baseline)
     rows = []
     for b, ctx in ((1, 128), (1, 384), (1, 2048), (8, 384), (64, 1024)):
-        blocks = (ctx + page - 1) // page
-        k = torch.randn(b * blocks + 1, page, hkv, d, device=dev, dtype=torch.bfloat16)
-        v = torch.randn_like(k)
-        table = torch.randperm(b * blocks, device=dev, dtype=torch.int32).view(b, blocks)
-        q = torch.randn(b, h, d, device=dev, dtype=torch.bfloat16)
-        sl = torch.full((b,), ctx, device=dev, dtype=torch.int32)
-        qs = torch.arange(b + 1, device=dev, dtype=torch.int32)
-        splits = pa.num_splits_for(b, hkv, 131072)  # a graph captured for any context up to the model's length
-        ref = pa.paged_attention_ref(q, k, v, table, sl, qs, d ** -0.5).float()
+        args, scales, ref, _ = ag.case(b, ctx, torch.bfloat16)
+        splits = ag.pa.num_splits_for(b, 8, 131072)  # a graph captured for any context up to the model's length
         row = dict(batch=b, context=ctx, splits=splits)
         for name, mod in mods.items():
-            fn = lambda: mod.paged_attention(q, k, v, table, sl, qs, d ** -0.5, max_q_len=1, num_splits=splits)  # noqa: E731
-            assert ((fn().float() - ref).norm() / ref.norm()).item() < 1e-2, name
-            row[f"{name}_us"] = graph_us(fn)
+            row[f"{name}_us"] = ag.timed(mod, args, scales, ref, splits)
         rows.append(row)
         print("attention " + ", ".join(f"{key} {val:.1f}" if isinstance(val, float) else f"{key} {val}"
                                        for key, val in row.items()) + " (us)", flush=True)

@@ -16,7 +16,10 @@ The Triton kernel packs the query heads that share a KV head into one tile
 (rows = query positions x group), so each KV page is read once per KV head.
 For small batches it splits each sequence's keys over several programs
 (flash-decoding) and merges the partial softmaxes in a second kernel, so a
-batch-1 decode still fills the GPU.
+batch-1 decode still fills the GPU. The softmax runs in base 2; a cache's scales
+(fp8: stored = value / scale) act once, on the scores' scale and on the output,
+not on every key and value; an fp8 (e4m3) cache's dots run in fp16, to which
+e4m3 converts exactly.
 """
 
 from __future__ import annotations

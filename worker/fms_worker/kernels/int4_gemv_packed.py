@@ -17,7 +17,7 @@ a lane) before float32 takes over; the error is far below int4's own (GPU tests 
 dequantized reference).
 
 The engine's one-row int4 matmul (quantization/int4.py; FMS_INT4_PAIRS=0 selects int4_matmul's GEMV instead).
-On H200 it read 2.0-3.0 TB/s of packed weight on the 8B shapes, 1.3-2.0x faster than that GEMV
+On H200 it read 1.5-3.0 TB/s of packed weight on the 8B shapes, 1.3-2.0x faster than that GEMV
 (bench/decode_kernels_gpu.py --sections int4; docs/benchmarks.md). Off CUDA (the interpreter) the same sums
 are computed with plain integer and float operations.
 """

@@ -6,8 +6,8 @@ Scales and zeros are kept interleaved as one [K / group, N, 2] tensor (the
 layout of PyTorch's tinygemm kernels). On CUDA the codes are packed two per
 byte, [N, K / 2], for the Triton kernels of `fms_worker.kernels.int4_gemv_packed`
 (one row) and `int4_matmul` (bf16/fp16 activations; on the 8B shapes on H200 they
-beat PyTorch's tinygemm `_weight_int4pack_mm` at every row count, 1.3-1.6x at one
-row and 7.7-15.8x at 256: see docs/benchmarks.md). On CPU
+beat PyTorch's tinygemm `_weight_int4pack_mm` at every row count, 1.1-1.6x at one
+row and 7.1-15.8x at 256: see docs/benchmarks.md). On CPU
 `_weight_int4pack_mm_for_cpu` runs on its own packing; anything else falls back
 to dequantize + matmul. Input widths that the group size does not divide
 (SmolLM2's 576) are padded with zero columns, which contribute nothing.

@@ -97,3 +97,13 @@ def test_pdl_launch_waits_before_anything_else():
     first_memory = min(m.start() for m in re.finditer(r"\b(?:ld\.global|st\.global|cp\.async)", text))
     assert wait < launch < first_memory
     assert loops[True] == loops[False]
+
+
+def test_pdl_stays_off_where_it_cannot_run(monkeypatch):
+    """The switch turns PDL on for CUDA tensors only: CPU runs (Triton's interpreter) launch as before."""
+    import torch
+
+    from fms_worker.kernels import tuning
+
+    monkeypatch.setattr(tuning, "PDL", True)
+    assert tuning.pdl_launch(torch.zeros(1)) == {"USE_PDL": False, "launch_pdl": False}

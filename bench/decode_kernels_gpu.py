@@ -63,9 +63,14 @@ def gemv_rows(dev) -> list[dict]:
             row[f"magic_{magic}_us"], row[f"magic_{magic}_cfg"] = best
         row["tuned_us"] = graph_us(lambda: km.int8_matmul(x, q, s))
         row["tuned_TBps"] = n * k / row["tuned_us"] / 1e6
+        # the same GEMV on the bf16 weights (FMS_BF16_GEMV), autotuned, against cuBLAS
+        ref16 = F.linear(x, w16).float()
+        assert ((km.gemv16(x, w16).float() - ref16).norm() / ref16.norm()).item() < 1e-2
+        row["gemv16_us"] = graph_us(lambda: km.gemv16(x, w16))
         print(f"{n:>7} x {k:>5}: bf16 {row['bf16_us']:6.1f} us | convert {row['magic_False_us']:6.1f} | "
               f"magic {row['magic_True_us']:6.1f} | tuned {row['tuned_us']:6.1f} us ({row['tuned_TBps']:.2f} TB/s, "
-              f"{row['bf16_us'] / row['tuned_us']:.2f}x bf16)", flush=True)
+              f"{row['bf16_us'] / row['tuned_us']:.2f}x bf16) | bf16 GEMV {row['gemv16_us']:6.1f} us "
+              f"({2 * n * k / row['gemv16_us'] / 1e6:.2f} TB/s)", flush=True)
         rows.append(row)
     return rows
 

@@ -281,6 +281,33 @@ def test_fp8_rows_from_the_norm(w, compiled):
         fused.enable(False)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gemv16(w, dtype, monkeypatch):
+    """FMS_BF16_GEMV: the int8 GEMV's loop on 16-bit weights, plain (with a bias) and gated, autotuned and through
+    an unquantized layer with the switch on, against cuBLAS."""
+    import fms_worker.layers.quant_method as qm
+    from fms_worker.kernels import int8_matmul as km
+    from fms_worker.layers.linear import MergedColumnParallelLinear
+
+    w16, b = w.to(dtype), torch.randn(w.shape[0], device=CUDA, dtype=dtype)
+    x = torch.randn(1, 4096, device=CUDA, dtype=dtype)
+    assert km.gemv16_supported(x, w16)
+    for cfg in km.gemv16_configs():
+        assert _rel(km.gemv16(x, w16, b, config=cfg), F.linear(x, w16, b)) < 0.01, cfg
+    assert _rel(km.gemv16(x, w16, b), F.linear(x, w16, b)) < 0.01
+    gu = torch.randn(2 * 2048, 4096, device=CUDA, dtype=dtype) * 4096**-0.5
+    gate, up = F.linear(x, gu).float().chunk(2, dim=-1)
+    assert _rel(km.gemv16(x, gu, gated=True), F.silu(gate) * up) < 0.01
+    monkeypatch.setattr(qm, "GEMV16", True)
+    with torch.device(CUDA):
+        layer = MergedColumnParallelLinear(4096, [2048, 2048], params_dtype=dtype, gated=True)
+    layer.weight.data.copy_(gu)
+    layer.quant_method.warm_up(layer, 256)
+    assert _rel(layer(x), F.silu(gate) * up) < 0.01
+    # more rows: cuBLAS and the activation, as without the switch
+    assert _rel(layer(x.expand(3, -1).contiguous()), (F.silu(gate) * up).expand(3, -1)) < 0.01
+
+
 def test_sparse24(w):
     w24 = prune_24(w)
     layer = _layer(Sparse24LinearMethod(), w24)

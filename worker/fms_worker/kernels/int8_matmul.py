@@ -21,6 +21,9 @@ Tiles (and the K split) are autotuned on the first call per (M bucket, N, K,
 dtypes), timing the split's sum kernel too; the engine makes those first calls
 at start-up (`LinearMethod.warm_up`). With a persistent Triton cache the choices
 survive restarts.
+
+The one-row GEMV also runs on unquantized 16-bit weights (`gemv16`, no scales):
+an experiment for bf16 decode at batch 1 (FMS_BF16_GEMV=1, layers/quant_method.py).
 """
 
 from __future__ import annotations
@@ -212,6 +215,11 @@ def gemv_configs() -> list[dict]:
             for magic in (False, True) for bn, bk, w, st in _GEMV]
 
 
+def gemv16_configs() -> list[dict]:
+    """The GEMV's candidate tiles for 16-bit weights (their conversion to float32 is exact and cheap)."""
+    return [c for c in gemv_configs() if not c["MAGIC"]]
+
+
 if triton is not None:
 
     @triton.jit
@@ -227,14 +235,16 @@ if triton is not None:
     @triton.jit
     def _int8_gemv_kernel(X, Q, S, B, Y, N, K, stride_qn, HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
                           GATED: tl.constexpr, MAGIC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                          STAGES: tl.constexpr, USE_PDL: tl.constexpr = False):
+                          STAGES: tl.constexpr, USE_PDL: tl.constexpr = False, SCALED: tl.constexpr = True):
         """Decode at batch 1, bound by reading the weight once: each program owns BLOCK_N output channels and
         keeps per-lane float32 partial sums [BLOCK_N, BLOCK_K] over the K loop (no tensor-core layouts, one
         cross-lane reduction at the end). The loop is software-pipelined (STAGES strips of the weight in
         flight), which took it from ~2.1 to 2.4-3.5 TB/s on H200 (8B shapes).
 
         GATED: q is a gated MLP's [2N, K] gate-up weight; each program also reads the up rows n + N and
-        writes silu(gate) * up [N] (no [2N] intermediate, no activation kernel)."""
+        writes silu(gate) * up [N] (no [2N] intermediate, no activation kernel).
+
+        SCALED=False: q holds 16-bit weights themselves (`gemv16`); S is not read."""
         pdl_wait(USE_PDL)
         pid = tl.program_id(0)
         rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -264,27 +274,33 @@ if triton is not None:
                 up_ptr += BLOCK_K
             q_ptr += BLOCK_K
             x_ptr += BLOCK_K
-        out = tl.sum(acc, axis=1) * tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)
+        out = tl.sum(acc, axis=1)
+        if SCALED:
+            out *= tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)
         if HAS_BIAS:
             out += tl.load(B + rn, mask=n_ok, other=0.0).to(tl.float32)
         if GATED:
-            up = tl.sum(acc_up, axis=1) * tl.load(S + N + rn, mask=n_ok, other=0.0).to(tl.float32)
+            up = tl.sum(acc_up, axis=1)
+            if SCALED:
+                up *= tl.load(S + N + rn, mask=n_ok, other=0.0).to(tl.float32)
             out = out / (1.0 + tl.exp(-out)) * up
         tl.store(Y + rn, out.to(Y.dtype.element_ty), mask=n_ok)
 
     _int8_gemv = triton.heuristics({"EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0})(_int8_gemv_kernel)
 
-    def _gemv_tuner():
+    def _gemv_tuner(configs):
         return triton.autotune(
             configs=[triton.Config({"BLOCK_N": c["BLOCK_N"], "BLOCK_K": c["BLOCK_K"], "STAGES": c["num_stages"],
-                                    "MAGIC": c["MAGIC"]}, num_warps=c["num_warps"]) for c in gemv_configs()],
+                                    "MAGIC": c["MAGIC"]}, num_warps=c["num_warps"]) for c in configs],
             key=["N", "K"],
             do_bench=short_bench,
             cache_results=True,
         )(_int8_gemv)
 
-    _int8_gemv_tuned = _gemv_tuner()
-    _int8_gemv_gated_tuned = _gemv_tuner()  # its own choices: a program reads twice the rows
+    _int8_gemv_tuned = _gemv_tuner(gemv_configs())
+    _int8_gemv_gated_tuned = _gemv_tuner(gemv_configs())  # its own choices: a program reads twice the rows
+    _gemv16_tuned = _gemv_tuner(gemv16_configs())
+    _gemv16_gated_tuned = _gemv_tuner(gemv16_configs())
 
 
 def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None, *,
@@ -311,6 +327,33 @@ def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch
         tuned = _int8_gemv_gated_tuned if gated else _int8_gemv_tuned
         tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*args, HAS_BIAS=bias is not None, GATED=gated,
                                                                **pdl_launch(x))
+    return y
+
+
+def gemv16_supported(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """One CUDA row of bf16/fp16 activations against a contiguous weight of the same dtype."""
+    return (triton is not None and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16) and w.dtype == x.dtype
+            and x.numel() == x.shape[-1] and x.is_contiguous() and w.dim() == 2 and w.is_contiguous())
+
+
+def gemv16(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, *, config: dict | None = None,
+           gated: bool = False) -> torch.Tensor:
+    """y [1, N] = x [1, K] @ w.T (+ bias) for 16-bit weights w [N, K], by the int8 GEMV without scales; gated: w
+    [2N, K] holds gate then up rows and y = silu(gate) * up (no bias). `config` (tests): a `gemv16_configs` entry."""
+    m, k = x.shape
+    n = w.shape[0] // 2 if gated else w.shape[0]
+    if m != GEMV_MAX_M or w.shape[1] != k or (gated and (bias is not None or w.shape[0] % 2)):
+        raise ValueError(f"gemv16: x {tuple(x.shape)}, w {tuple(w.shape)}, gated {gated}, bias {bias is not None}")
+    y = torch.empty(1, n, dtype=x.dtype, device=x.device)
+    args = (x, w, w, bias if bias is not None else w, y, n, k, w.stride(0))
+    fixed = dict(HAS_BIAS=bias is not None, GATED=gated, SCALED=False, **pdl_launch(x))
+    if config is not None:
+        _int8_gemv[(triton.cdiv(n, config["BLOCK_N"]),)](*args, **fixed, BLOCK_N=config["BLOCK_N"],
+                                                        BLOCK_K=config["BLOCK_K"], STAGES=config["num_stages"],
+                                                        MAGIC=False, num_warps=config["num_warps"])
+    else:
+        tuned = _gemv16_gated_tuned if gated else _gemv16_tuned
+        tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*args, **fixed)
     return y
 
 

@@ -7,12 +7,14 @@ scheme is one `LinearMethod` subclass; layers never know which one they hold.
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fms_worker.kernels import int8_matmul as gemv
 from fms_worker.layers import fused
 from fms_worker.layers.quantized_rows import InputFormat
 
@@ -60,6 +62,12 @@ class LinearMethod:
         return None
 
 
+# Experiment switch, off until measured on a GPU: unquantized one-row matmuls (bf16 decode at batch 1) run the
+# int8 GEMV's loop on the 16-bit weights (kernels/int8_matmul.gemv16): the gate-up projection writes silu(gate) * up
+# itself, and no split-K reduce kernel follows the small per-rank matmuls of tensor parallelism.
+GEMV16 = os.environ.get("FMS_BF16_GEMV") == "1"
+
+
 class UnquantizedLinearMethod(LinearMethod):
     def create_weights(self, layer, input_size, output_sizes, params_dtype, weight_loader):
         weight = nn.Parameter(torch.empty(sum(output_sizes), input_size, dtype=params_dtype), requires_grad=False)
@@ -67,4 +75,22 @@ class UnquantizedLinearMethod(LinearMethod):
         layer.register_parameter("weight", weight)
 
     def apply(self, layer, x, bias):
+        if GEMV16 and gemv.gemv16_supported(x, layer.weight):
+            return gemv.gemv16(x.reshape(1, -1), layer.weight, bias).reshape(*x.shape[:-1], -1)
         return F.linear(x, layer.weight, bias)
+
+    def apply_silu_mul(self, layer, x, bias):
+        if GEMV16 and bias is None and gemv.gemv16_supported(x, layer.weight):
+            return gemv.gemv16(x.reshape(1, -1), layer.weight, gated=True).reshape(*x.shape[:-1], -1)
+        return super().apply_silu_mul(layer, x, bias)
+
+    def warm_up(self, layer, max_rows, float32_out=False):
+        """With the 16-bit GEMV on, its autotuner runs once per shape here, not inside a CUDA graph capture."""
+        w = getattr(layer, "weight", None)
+        if not GEMV16 or float32_out or w is None or w.is_meta:
+            return
+        x = torch.zeros(1, w.shape[1], dtype=w.dtype, device=w.device)
+        if getattr(layer, "gated", False):
+            self.apply_silu_mul(layer, x, None)
+        else:
+            self.apply(layer, x, None)

@@ -81,6 +81,22 @@ for n, k in ((48, 200), (33, 1024)):
         out.append(dict(case=f"gated gemv {cfg} N={n} K={k}", err=((y.float() - ref).norm() / ref.norm()).item(),
                         tol=2e-3))
 
+# The same GEMV on unquantized 16-bit weights (FMS_BF16_GEMV): no scales; with a bias, and gated.
+for n, k in ((100, 200), (33, 1030)):
+    w = (torch.randn(2 * n, k, generator=gen) * k**-0.5).half()
+    x = torch.randn(1, k, generator=gen).half()
+    b = torch.randn(n, generator=gen).half()
+    ref = x.float() @ w[:n].float().t() + b.float()
+    gate, up = (x.float() @ w.float().t()).chunk(2, dim=-1)
+    ref_gated = torch.nn.functional.silu(gate) * up
+    for cfg in km.gemv16_configs():
+        y = km.gemv16(x, w[:n].contiguous(), b, config=cfg)
+        out.append(dict(case=f"gemv16 {cfg} N={n} K={k}", err=((y.float() - ref).norm() / ref.norm()).item(), tol=2e-3))
+        y = km.gemv16(x, w, config=cfg, gated=True)
+        assert y.shape == (1, n)
+        out.append(dict(case=f"gated gemv16 {cfg} N={n} K={k}",
+                        err=((y.float() - ref_gated).norm() / ref_gated.norm()).item(), tol=2e-3))
+
 # float32 output (LM-head logits): the accumulator unrounded, so far closer to the float32 product than
 # fp16's 2e-3; the GEMV, an unsplit tile and a K-split tile (whose partial sums write the output).
 for m, n, k, cfg in ((1, 100, 200, km.gemv_configs()[0]), (5, 48, 96, CONFIGS["prefill"]),
@@ -139,13 +155,15 @@ def interpreted(triton_interpret):
 
 
 def test_every_tile_family_matches_the_dense_product(interpreted):
-    gemv = [r for r in interpreted if r["case"].startswith("gemv")]
+    gemv = [r for r in interpreted if r["case"].startswith("gemv ") or r["case"] == "gemv autotuned"]
     assert len(gemv) == 3 * len(km.gemv_configs()) + 2  # each GEMV tile on three shapes, the tuned one twice
-    gated = [r for r in interpreted if r["case"].startswith("gated gemv")]
+    gated = [r for r in interpreted if r["case"].startswith("gated gemv ")]
     assert len(gated) == 2 * len(km.gemv_configs())
+    g16 = [r for r in interpreted if r["case"].startswith(("gemv16", "gated gemv16"))]
+    assert len(g16) == 2 * 2 * len(km.gemv16_configs())  # plain with bias and gated, two shapes
     f32 = [r for r in interpreted if r["case"].startswith("float32 out")]
     assert len(f32) == 3
-    assert len(interpreted) - len(gemv) - len(gated) - len(f32) == 4 * 2 * 6 + 2
+    assert len(interpreted) - len(gemv) - len(gated) - len(g16) - len(f32) == 4 * 2 * 6 + 2
     bad = [r for r in interpreted if not r["err"] < r["tol"]]
     assert not bad, bad
 

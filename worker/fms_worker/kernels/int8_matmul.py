@@ -317,17 +317,19 @@ def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch
         raise ValueError(f"gated int8_gemv takes an even row count and no bias, got {tuple(q.shape)}")
     y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device)
     args = (x, q, scale, bias if bias is not None else scale, y, n, k, q.stride(0))
-    if config is not None:
-        c = dict(config)
-        _int8_gemv[(triton.cdiv(n, c["BLOCK_N"]),)](*args, HAS_BIAS=bias is not None, GATED=gated,
-                                                   BLOCK_N=c["BLOCK_N"], BLOCK_K=c["BLOCK_K"],
-                                                   STAGES=c["num_stages"], MAGIC=c.get("MAGIC", False),
-                                                   num_warps=c["num_warps"], **pdl_launch(x))
-    else:
-        tuned = _int8_gemv_gated_tuned if gated else _int8_gemv_tuned
-        tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*args, HAS_BIAS=bias is not None, GATED=gated,
-                                                               **pdl_launch(x))
+    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, **pdl_launch(x)), config,
+              _int8_gemv_gated_tuned if gated else _int8_gemv_tuned)
     return y
+
+
+def _run_gemv(args: tuple, n: int, fixed: dict, config: dict | None, tuned) -> None:
+    """Launch the GEMV over N output rows: with `config` (tests) as given, otherwise through the autotuner `tuned`."""
+    if config is not None:
+        _int8_gemv[(triton.cdiv(n, config["BLOCK_N"]),)](*args, **fixed, BLOCK_N=config["BLOCK_N"],
+                                                        BLOCK_K=config["BLOCK_K"], STAGES=config["num_stages"],
+                                                        MAGIC=config.get("MAGIC", False), num_warps=config["num_warps"])
+    else:
+        tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*args, **fixed)
 
 
 def gemv16_supported(x: torch.Tensor, w: torch.Tensor) -> bool:
@@ -346,14 +348,8 @@ def gemv16(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, *
         raise ValueError(f"gemv16: x {tuple(x.shape)}, w {tuple(w.shape)}, gated {gated}, bias {bias is not None}")
     y = torch.empty(1, n, dtype=x.dtype, device=x.device)
     args = (x, w, w, bias if bias is not None else w, y, n, k, w.stride(0))
-    fixed = dict(HAS_BIAS=bias is not None, GATED=gated, SCALED=False, **pdl_launch(x))
-    if config is not None:
-        _int8_gemv[(triton.cdiv(n, config["BLOCK_N"]),)](*args, **fixed, BLOCK_N=config["BLOCK_N"],
-                                                        BLOCK_K=config["BLOCK_K"], STAGES=config["num_stages"],
-                                                        MAGIC=False, num_warps=config["num_warps"])
-    else:
-        tuned = _gemv16_gated_tuned if gated else _gemv16_tuned
-        tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*args, **fixed)
+    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, SCALED=False, **pdl_launch(x)), config,
+              _gemv16_gated_tuned if gated else _gemv16_tuned)
     return y
 
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 import torch
 
 from fms_worker.kernels import int4_ptx
-from fms_worker.kernels.tuning import group_gemv_rows, group_gemv_store, group_gemv_tuner, pdl_launch, pdl_wait
+from fms_worker.kernels.tuning import (group_gemv_rows, group_gemv_store, group_gemv_tuner, group_gemv_weights,
+                                      pdl_launch, pdl_wait)
 
 try:
     import triton
@@ -107,9 +108,7 @@ if triton is not None:
         rn, n_ok, rows, sz_ptr, up_sz_ptr, sz_step = group_gemv_rows(SZ, N, GATED, BLOCK_N, GPS)
         gi = tl.arange(0, GPS)
         wi = tl.arange(0, WB)
-        cols = (gi * WB)[None, :, None] + wi[None, None, :]
-        q_ptr = QW + rows.to(tl.int64)[:, None, None] * stride_qw + cols  # [BLOCK_N, GPS, WB]
-        up_ptr = QW + (rows + N).to(tl.int64)[:, None, None] * stride_qw + cols
+        q_ptr, up_ptr = group_gemv_weights(QW, rows, N, stride_qw, GPS, WB)  # [BLOCK_N, GPS, WB]
         xl_ptr = XW + (gi * (GROUP // 4))[:, None] + wi[None, :]  # [GPS, WB]: a group's low nibbles' words
         xs_ptr = X + gi[:, None] * GROUP + tl.arange(0, GROUP)[None, :]  # [GPS, GROUP]
         acc = tl.zeros([BLOCK_N, GPS], dtype=tl.float32)

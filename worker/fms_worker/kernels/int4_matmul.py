@@ -28,8 +28,8 @@ from __future__ import annotations
 import torch
 
 from fms_worker.kernels import int4_ptx
-from fms_worker.kernels.tuning import (GEMV_MAX_M, group_gemv_rows, group_gemv_store, group_gemv_tuner, m_bucket,
-                                      short_bench, tile_ids)
+from fms_worker.kernels.tuning import (GEMV_MAX_M, group_gemv_rows, group_gemv_store, group_gemv_tuner,
+                                      group_gemv_weights, m_bucket, short_bench, tile_ids)
 
 try:
     import triton
@@ -121,9 +121,7 @@ if triton is not None:
         gi = tl.arange(0, GPS)
         rb = tl.arange(0, HB)
         # Pointers of the first step, advanced per step.
-        cols = (gi * HB)[None, :, None] + rb[None, None, :]
-        q_ptr = Q + rows.to(tl.int64)[:, None, None] * stride_qn + cols  # [BLOCK_N, GPS, HB]
-        up_ptr = Q + (rows + N).to(tl.int64)[:, None, None] * stride_qn + cols
+        q_ptr, up_ptr = group_gemv_weights(Q, rows, N, stride_qn, GPS, HB)  # [BLOCK_N, GPS, HB]
         x_ptr = X + gi[:, None] * GROUP + rb[None, :]  # [GPS, HB]: the low nibbles' columns; + HB: the high ones'
         acc = tl.zeros([BLOCK_N, GPS, HB], dtype=tl.float32)
         acc_up = tl.zeros([BLOCK_N, GPS, HB], dtype=tl.float32)

@@ -93,10 +93,18 @@ if triton is not None:
         return rn, rn < N, rows, sz_ptr, sz_ptr + N * 2, GPS * nsz * 2
 
     @triton.jit
+    def group_gemv_weights(Q, rows, N, stride, GPS: tl.constexpr, WIDTH: tl.constexpr):
+        """The weight pointers [BLOCK_N, GPS, WIDTH] of such a program's first step, for its rows and (gated) the
+        up rows N later: WIDTH elements of Q a group and row (bytes or words, as the kernel reads them)."""
+        cols = (tl.arange(0, GPS) * WIDTH)[None, :, None] + tl.arange(0, WIDTH)[None, None, :]
+        return (Q + rows.to(tl.int64)[:, None, None] * stride + cols,
+                Q + (rows + N).to(tl.int64)[:, None, None] * stride + cols)
+
+    @triton.jit
     def group_gemv_store(Y, rn, n_ok, out, up, GATED: tl.constexpr):
         """The rows' results; gated: silu(gate) * up."""
         if GATED:
             out = out / (1.0 + tl.exp(-out)) * up
         tl.store(Y + rn, out.to(Y.dtype.element_ty), mask=n_ok)
 else:
-    pdl_wait = tile_ids = group_gemv_rows = group_gemv_store = None  # CPU-only installs: no kernels
+    pdl_wait = tile_ids = group_gemv_rows = group_gemv_weights = group_gemv_store = None  # CPU-only: no kernels

@@ -19,19 +19,13 @@ from pathlib import Path
 
 import torch
 import triton
-import triton.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "worker"))
+from decode_kernels_gpu import graph_us  # noqa: E402  (bench/ is the script's directory)
 from fms_worker.kernels import paged_attention as pa  # noqa: E402
 
 SHAPES = [(1, 600), (1, 4096), (16, 1024), (64, 1000), (256, 600)]  # (sequences, keys each)
 SWEEP = [dict(BLOCK_N=n, num_warps=w, num_stages=s) for n, w, s in itertools.product((32, 64, 128), (2, 4, 8), (2, 3, 4))]
-
-
-def graph_us(fn) -> float:
-    fn()
-    torch.cuda.synchronize()
-    return triton.testing.do_bench_cudagraph(fn, rep=50) * 1e3
 
 
 def case(batch: int, ctx: int, kv_dtype: torch.dtype, heads=32, kv=8, d=128, page=16):

@@ -96,10 +96,14 @@ def int4_rows(group: int = 128):
                    stats(k4._int4_gemv_kernel, sig, consts, c["num_warps"], c["num_stages"]))
 
 
+INT4_PACKED_SIG = {"X": "*bf16", "XW": "*i64", "QW": "*i32", "SZ": "*bf16", "Y": "*bf16", "N": "i32", "K": "i32",
+                   "stride_qw": "i32", "GROUP": "constexpr", "GATED": "constexpr", "EVEN": "constexpr",
+                   "IS_BF16": "constexpr", "ASM": "constexpr", "BLOCK_N": "constexpr", "GPS": "constexpr",
+                   "STAGES": "constexpr"}
+
+
 def int4_packed_rows(group: int = 128):
-    sig = {"X": "*bf16", "XW": "*i64", "QW": "*i32", "SZ": "*bf16", "Y": "*bf16", "N": "i32", "K": "i32",
-           "stride_qw": "i32", "GROUP": "constexpr", "GATED": "constexpr", "EVEN": "constexpr", "IS_BF16": "constexpr",
-           "ASM": "constexpr", "BLOCK_N": "constexpr", "GPS": "constexpr", "STAGES": "constexpr"}
+    sig = INT4_PACKED_SIG
     for c in k4p.configs(group):
         for gated in (False, True):
             consts = dict(GROUP=group, GATED=gated, EVEN=True, IS_BF16=True, ASM=True, BLOCK_N=c["BLOCK_N"],

@@ -79,10 +79,7 @@ def test_pdl_launch_waits_before_anything_else():
 
     from fms_worker.kernels import int4_gemv_packed as k4p
 
-    sig = {"X": "*bf16", "XW": "*i64", "QW": "*i32", "SZ": "*bf16", "Y": "*bf16", "N": "i32", "K": "i32",
-           "stride_qw": "i32", "GROUP": "constexpr", "GATED": "constexpr", "EVEN": "constexpr", "IS_BF16": "constexpr",
-           "ASM": "constexpr", "BLOCK_N": "constexpr", "GPS": "constexpr", "STAGES": "constexpr",
-           "USE_PDL": "constexpr"}
+    sig = {**kernel_ptx.INT4_PACKED_SIG, "USE_PDL": "constexpr"}
     c = k4p.configs(128)[0]
     ptx, loops = {}, {}
     for pdl in (False, True):

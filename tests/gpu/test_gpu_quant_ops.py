@@ -276,7 +276,12 @@ def test_fp8_rows_from_the_norm(w, compiled):
             assert (torch.equal(got, ref) and torch.equal(r2, r)) if not compiled else _rel(got, ref) < 0.02
             g = torch.randn(m, 8192, device=CUDA, dtype=torch.bfloat16)
             ref, got = layer(fused.silu_and_mul(g)), layer(fused.silu_and_mul_into(ROWS, g))
-            assert torch.equal(got, ref) if not compiled else _rel(got, ref) < 0.02
+            if not compiled:
+                assert torch.equal(got, ref)
+            else:  # compiled, the fused rows skip the bf16 rounding of silu(gate) * up: scales move by ~0.2%, and
+                # the two outputs part by ~1-1.5% (H200); neither may be further than the other from the exact product
+                exact = (F.silu(g[:, :4096].float()) * g[:, 4096:].float()) @ w.T
+                assert _rel(got, exact) <= 1.05 * _rel(ref, exact) and _rel(got, ref) < 0.03
     finally:
         fused.enable(False)
 

@@ -23,7 +23,7 @@ at start-up (`LinearMethod.warm_up`). With a persistent Triton cache the choices
 survive restarts.
 
 The one-row GEMV also runs on unquantized 16-bit weights (`gemv16`, no scales):
-an experiment for bf16 decode at batch 1 (FMS_BF16_GEMV=1, layers/quant_method.py).
+bf16 decode at batch 1 (layers/quant_method.py; FMS_BF16_GEMV=0 turns it off).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import functools
 
 import torch
 
-from fms_worker.kernels.tuning import GEMV_MAX_M, m_bucket, pdl_launch, pdl_wait, short_bench, tile_ids
+from fms_worker.kernels.tuning import GEMV_MAX_M, m_bucket, short_bench, tile_ids
 
 try:
     import triton
@@ -235,7 +235,7 @@ if triton is not None:
     @triton.jit
     def _int8_gemv_kernel(X, Q, S, B, Y, N, K, stride_qn, HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
                           GATED: tl.constexpr, MAGIC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                          STAGES: tl.constexpr, USE_PDL: tl.constexpr = False, SCALED: tl.constexpr = True):
+                          STAGES: tl.constexpr, SCALED: tl.constexpr = True):
         """Decode at batch 1, bound by reading the weight once: each program owns BLOCK_N output channels and
         keeps per-lane float32 partial sums [BLOCK_N, BLOCK_K] over the K loop (no tensor-core layouts, one
         cross-lane reduction at the end). The loop is software-pipelined (STAGES strips of the weight in
@@ -245,7 +245,6 @@ if triton is not None:
         writes silu(gate) * up [N] (no [2N] intermediate, no activation kernel).
 
         SCALED=False: q holds 16-bit weights themselves (`gemv16`); S is not read."""
-        pdl_wait(USE_PDL)
         pid = tl.program_id(0)
         rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
@@ -317,7 +316,7 @@ def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch
         raise ValueError(f"gated int8_gemv takes an even row count and no bias, got {tuple(q.shape)}")
     y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device)
     args = (x, q, scale, bias if bias is not None else scale, y, n, k, q.stride(0))
-    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, **pdl_launch(x)), config,
+    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated), config,
               _int8_gemv_gated_tuned if gated else _int8_gemv_tuned)
     return y
 
@@ -348,7 +347,7 @@ def gemv16(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, *
         raise ValueError(f"gemv16: x {tuple(x.shape)}, w {tuple(w.shape)}, gated {gated}, bias {bias is not None}")
     y = torch.empty(1, n, dtype=x.dtype, device=x.device)
     args = (x, w, w, bias if bias is not None else w, y, n, k, w.stride(0))
-    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, SCALED=False, **pdl_launch(x)), config,
+    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, SCALED=False), config,
               _gemv16_gated_tuned if gated else _gemv16_tuned)
     return y
 

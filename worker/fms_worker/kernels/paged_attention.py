@@ -28,7 +28,6 @@ import math
 
 import torch
 
-from fms_worker.kernels.tuning import pdl_launch, pdl_wait
 
 try:
     import triton
@@ -72,9 +71,7 @@ if triton is not None:
         stride_bt, stride_lt, stride_lh,
         GROUP: tl.constexpr, PAGE: tl.constexpr, HEAD_DIM: tl.constexpr, FP8_CACHE: tl.constexpr,
         BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
-        USE_PDL: tl.constexpr = False,
     ):
-        pdl_wait(USE_PDL)
         LN2: tl.constexpr = 0.6931471805599453
         qk_scale = scale * k_scale * 1.4426950408889634  # scores in base 2: exp2 instead of exp
         seq = tl.program_id(0)
@@ -142,9 +139,8 @@ if triton is not None:
     def _merge_splits_kernel(
         PART, LSE, O,
         stride_pt, stride_ph, stride_ps, stride_lt, stride_lh, stride_ot, stride_oh,
-        NUM_SPLITS: tl.constexpr, HEAD_DIM: tl.constexpr, USE_PDL: tl.constexpr = False,
+        NUM_SPLITS: tl.constexpr, HEAD_DIM: tl.constexpr,
     ):
-        pdl_wait(USE_PDL)
         tok = tl.program_id(0)
         head = tl.program_id(1)
         sp = tl.arange(0, NUM_SPLITS)
@@ -210,11 +206,11 @@ def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start, sc
         block_tables.stride(0), lse_t.stride(0) if num_splits > 1 else 0, lse_t.stride(1) if num_splits > 1 else 0,
         GROUP=group, PAGE=k_cache.shape[1], HEAD_DIM=head_dim, FP8_CACHE=k_cache.element_size() == 1,
         BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_N=cfg["BLOCK_N"], NUM_SPLITS=num_splits,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl_launch(q),
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     if num_splits > 1:
         _merge_splits_kernel[(num_tokens, num_heads)](
             part, lse, out, part.stride(0), part.stride(1), part.stride(2), lse.stride(0), lse.stride(1),
-            out.stride(0), out.stride(1), NUM_SPLITS=num_splits, HEAD_DIM=head_dim, **pdl_launch(q),
+            out.stride(0), out.stride(1), NUM_SPLITS=num_splits, HEAD_DIM=head_dim,
         )
     return out

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import torch
 
-from fms_worker.kernels.tuning import pdl_launch, pdl_wait
 from fms_worker.quantization.fp8 import FP8, FP8_MAX
 from fms_worker.quantization.kv_fp8 import write_kv
 
@@ -82,9 +81,7 @@ if triton is not None:
         k_scale, v_scale,
         H: tl.constexpr, HKV: tl.constexpr, HALF: tl.constexpr,
         BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, FP8_CACHE: tl.constexpr, FP8_MAX: tl.constexpr,
-        USE_PDL: tl.constexpr = False,
     ):
-        pdl_wait(USE_PDL)
         t = tl.program_id(0).to(tl.int64)
         pos = tl.load(POS + t).to(tl.int64)
         slot = tl.load(SLOT + t).to(tl.int64)
@@ -137,5 +134,4 @@ def rope_cache(q, k, v, k_cache, v_cache, slots, positions, cos, sin, k_scale: f
         float(k_scale), float(v_scale),
         H=h, HKV=hkv, HALF=half, BLOCK_H=block_h, BLOCK_D=triton.next_power_of_2(half),
         FP8_CACHE=k_cache.dtype == FP8, FP8_MAX=FP8_MAX, num_warps=4 if block_h * half >= 2048 else 2,
-        **pdl_launch(q),
     )

@@ -1,28 +1,13 @@
 """What the worker's Triton kernels share: the row-count buckets and short timing runs of the autotuned
-weight-only kernels (int8, int4), their row set-up, and programmatic dependent launch."""
+weight-only kernels (int8, int4) and their row set-up."""
 
 from __future__ import annotations
-
-import os
 
 try:
     import triton
     import triton.language as tl
-    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 except ImportError:  # CPU-only installs
     triton = None
-
-# Experiment switch, off until measured on a GPU: programmatic dependent launch (Hopper). A decode step is a chain
-# of ~300 short kernels; launched with PDL, a kernel's programs are scheduled while the previous kernel's last ones
-# still run, and wait (`pdl_wait`, their first statement) until its writes are visible. The worker also turns on
-# Inductor's PDL code for its compiled kernels (layers/fused.py). docs/benchmarks.md.
-PDL = os.environ.get("FMS_PDL") == "1"
-
-
-def pdl_launch(x) -> dict:
-    """Launch arguments of a kernel that starts with `pdl_wait(USE_PDL)`: PDL on CUDA tensors when the switch is on."""
-    on = PDL and x.is_cuda
-    return {"USE_PDL": on, "launch_pdl": on}
 
 GEMV_MAX_M = 1  # one row: the CUDA-core GEMVs; from two rows on, tensor-core tiles (faster there)
 
@@ -64,14 +49,6 @@ def group_gemv_tuner(kernel, configs_for):
 if triton is not None:
 
     @triton.jit
-    def pdl_wait(USE_PDL: tl.constexpr):
-        """A PDL-launched kernel's first statement: wait until the previous kernel's writes are visible (nothing may
-        be read or written before it), then let the next kernel's programs be scheduled."""
-        if USE_PDL:
-            gdc_wait()
-            gdc_launch_dependents()
-
-    @triton.jit
     def tile_ids(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_N: tl.constexpr):
         """A tile kernel's (row tile, weight tile) for program `pid`: consecutive programs walk the token
         tiles of GROUP_N weight tiles, so both stay in L2."""
@@ -107,4 +84,4 @@ if triton is not None:
             out = out / (1.0 + tl.exp(-out)) * up
         tl.store(Y + rn, out.to(Y.dtype.element_ty), mask=n_ok)
 else:
-    pdl_wait = tile_ids = group_gemv_rows = group_gemv_weights = group_gemv_store = None  # CPU-only: no kernels
+    tile_ids = group_gemv_rows = group_gemv_weights = group_gemv_store = None  # CPU-only: no kernels

@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fms_worker.kernels.tuning import PDL
 from fms_worker.layers.quantized_rows import InputFormat, QuantizedRows
 
 _enabled = False
@@ -23,10 +22,6 @@ _compiled: dict[str, object] = {}
 def enable(on: bool = True) -> None:
     global _enabled
     _enabled = on
-    if on and PDL:  # the experiment switch of kernels/tuning.py: Inductor's kernels wait and signal like ours
-        import torch._inductor.config as inductor_config
-
-        inductor_config.triton.enable_pdl = True
 
 
 def is_enabled() -> bool:

@@ -62,10 +62,12 @@ class LinearMethod:
         return None
 
 
-# Experiment switch, off until measured on a GPU: unquantized one-row matmuls (bf16 decode at batch 1) run the
-# int8 GEMV's loop on the 16-bit weights (kernels/int8_matmul.gemv16): the gate-up projection writes silu(gate) * up
-# itself, and no split-K reduce kernel follows the small per-rank matmuls of tensor parallelism.
-GEMV16 = os.environ.get("FMS_BF16_GEMV") == "1"
+# Unquantized one-row matmuls (bf16 decode at batch 1) run the int8 GEMV's loop on the 16-bit weights
+# (kernels/int8_matmul.gemv16): the gate-up projection writes silu(gate) * up itself, and no split-K reduce kernel
+# follows the small per-rank matmuls of tensor parallelism. Measured on H200 (docs/benchmarks.md): the matmuls of
+# an 8B step read the weights at 4.3 TB/s, batch 1 9-10% faster at TP=1 and TP=2. FMS_BF16_GEMV=0 in the worker's
+# environment selects cuBLAS.
+GEMV16 = os.environ.get("FMS_BF16_GEMV", "1") != "0"
 
 
 class UnquantizedLinearMethod(LinearMethod):
@@ -85,7 +87,7 @@ class UnquantizedLinearMethod(LinearMethod):
         return super().apply_silu_mul(layer, x, bias)
 
     def warm_up(self, layer, max_rows, float32_out=False):
-        """With the 16-bit GEMV on, its autotuner runs once per shape here, not inside a CUDA graph capture."""
+        """The 16-bit GEMV's autotuner runs once per shape here, not inside a CUDA graph capture."""
         w = getattr(layer, "weight", None)
         if not GEMV16 or float32_out or w is None or w.is_meta:
             return

@@ -69,38 +69,3 @@ def test_int4_pair_tiles_issue_fewer_instructions():
         p_weights, p_st = rows[name + " pairs"]
         assert p_st["cp_async"] == st["cp_async"] and p_st["scalar_global_loads"] <= st["scalar_global_loads"], name
         assert p_st["sass"] / p_weights <= 0.8 * st["sass"] / weights, (name, p_st["sass"], st["sass"])
-
-
-def test_pdl_launch_waits_before_anything_else():
-    """FMS_PDL (programmatic dependent launch): with USE_PDL a kernel's first instructions are the grid-dependency
-    wait and the launch of dependents, before any global memory access; without it neither appears; and the
-    GEMV's loop is the same either way."""
-    import re
-
-    from fms_worker.kernels import int4_gemv_packed as k4p
-
-    sig = {**kernel_ptx.INT4_PACKED_SIG, "USE_PDL": "constexpr"}
-    c = k4p.configs(128)[0]
-    ptx, loops = {}, {}
-    for pdl in (False, True):
-        consts = dict(GROUP=128, GATED=True, EVEN=True, IS_BF16=True, ASM=True, BLOCK_N=c["BLOCK_N"], GPS=c["GPS"],
-                      STAGES=c["num_stages"], USE_PDL=pdl)
-        kernel = kernel_ptx.compile_kernel(k4p._packed_gemv_kernel, sig, consts, c["num_warps"], c["num_stages"])
-        ptx[pdl] = kernel.asm["ptx"]
-        loops[pdl] = kernel_ptx.loop_stats(ptx[pdl])
-    assert "griddepcontrol" not in ptx[False]
-    text = ptx[True]
-    wait, launch = text.index("griddepcontrol.wait"), text.index("griddepcontrol.launch_dependents")
-    first_memory = min(m.start() for m in re.finditer(r"\b(?:ld\.global|st\.global|cp\.async)", text))
-    assert wait < launch < first_memory
-    assert loops[True] == loops[False]
-
-
-def test_pdl_stays_off_where_it_cannot_run(monkeypatch):
-    """The switch turns PDL on for CUDA tensors only: CPU runs (Triton's interpreter) launch as before."""
-    import torch
-
-    from fms_worker.kernels import tuning
-
-    monkeypatch.setattr(tuning, "PDL", True)
-    assert tuning.pdl_launch(torch.zeros(1)) == {"USE_PDL": False, "launch_pdl": False}

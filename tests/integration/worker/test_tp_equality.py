@@ -115,6 +115,22 @@ def test_tiny_llama_tp2_with_one_replicated_kv_head(tiny_dir):
     assert _greedy(tiny_dir, TINY_PROMPTS, tp=2) == reference
 
 
+@pytest.mark.parametrize("commands", ["socket", "gloo"])
+def test_tiny_llama_tp2_commands_over_the_pods_sockets_or_gloo(tiny_dir, monkeypatch, commands):
+    """Ranks of one pod take rank 0's commands over local sockets; FMS_COMMANDS=gloo (inherited by the
+    followers) keeps them on the gloo group. Same tokens either way."""
+    if commands == "gloo":
+        monkeypatch.setenv("FMS_COMMANDS", "gloo")
+    reference = _greedy(tiny_dir, TINY_PROMPTS)
+    engine = _engine(tiny_dir, tp=2)
+    try:
+        assert (engine.runner.groups.channel is not None) == (commands == "socket")
+        params = SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True)
+        assert [o.outputs[0].token_ids for o in engine.generate(TINY_PROMPTS, params)] == reference
+    finally:
+        engine.runner.close()
+
+
 def test_tiny_llama_tp2_pp2(tiny_dir):
     assert _greedy(tiny_dir, TINY_PROMPTS, tp=2, pp=2) == _greedy(tiny_dir, TINY_PROMPTS)
 

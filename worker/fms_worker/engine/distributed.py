@@ -2,8 +2,8 @@
 
 Rank 0 is the serving process. It runs the scheduler, and before each
 model-runner call that touches the model (profiling, KV cache allocation, a
-step) broadcasts the call and its arguments (a pickled SchedulerOutput for a
-step) over a gloo group; every follower makes the same call on its own slice
+step) sends the call and its arguments (a pickled SchedulerOutput for a
+step) to the other ranks (local sockets in one pod, else gloo); every follower makes the same call on its own slice
 of the model, so the collectives inside the layers line up. Under pipeline
 parallelism the last stage's sampled tokens are broadcast back to rank 0.
 
@@ -114,8 +114,10 @@ class ParallelRunner:
         self._closed = True
         try:
             launch.broadcast_object((STOP, ()), self.groups)
-        except RuntimeError as exc:  # a follower already gone
+        except (RuntimeError, OSError) as exc:  # a follower already gone
             log.warning("could not stop followers cleanly: %s", exc)
+        if self.groups.channel is not None:
+            self.groups.channel.close()
         self.local.release_graphs()
         launch.shutdown_groups()
         launch.stop_followers(self.followers)
@@ -226,6 +228,8 @@ def serve_commands(runner: ModelRunner, groups: Groups) -> None:
             _finish(method, getattr(runner, method)(*args), groups)
     finally:
         runner.release_graphs()  # before the caller destroys the groups
+        if groups.channel is not None:
+            groups.channel.close()
 
 
 def follow_group(config: WorkerConfig, group: PodGroup) -> int:

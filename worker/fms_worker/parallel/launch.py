@@ -7,8 +7,10 @@ spawns the ranks after it; all meet at the leader's rendezvous address.
 Layout: rank = stage * tp + tp_rank, so each tensor-parallel group is tp
 consecutive ranks (on NVLink neighbours, see topology.order_ranks) and stage s
 sends its hidden state to the same tp_rank of stage s + 1. The default group
-carries the model's collectives (NCCL on GPU, gloo on CPU); a second gloo group
-carries the pickled per-step commands, which never belong on the GPU link.
+carries the model's collectives (NCCL on GPU, gloo on CPU); rank 0's pickled
+per-step commands, which never belong on the GPU link, go over local sockets
+when all ranks share the pod (parallel/command_channel.py), else over a second,
+gloo group, which also carries the few collectives on host objects.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from fms_worker.parallel.command_channel import CommandChannel
 from fms_worker.parallel.one_shot import MAX_BYTES, OneShotAllReduce
 from fms_worker.parallel.state import ParallelState, get_parallel_state, set_parallel_state
 
@@ -39,6 +42,7 @@ IDLE_TIMEOUT = timedelta(days=30)
 ENV_RANK, ENV_WORLD, ENV_ADDR, ENV_PORT = "FMS_RANK", "FMS_WORLD_SIZE", "FMS_MASTER_ADDR", "FMS_MASTER_PORT"
 ENV_CONFIG, ENV_GPUS, ENV_LOCAL_RANK = "FMS_WORKER_CONFIG", "FMS_RANK_GPUS", "FMS_LOCAL_RANK"
 ENV_PARENT = "FMS_PARENT_PID"  # the process that spawned a follower: it exits when that one is gone
+ENV_COMMANDS = "FMS_COMMANDS"  # "gloo": rank 0's commands over the gloo group even inside one pod
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,9 @@ class RankInfo:
 class Groups:
     info: RankInfo
     device: torch.device
-    commands: object  # gloo ProcessGroup for pickled commands
+    commands: object  # gloo ProcessGroup for host objects (and the commands when channel is None)
     tp_group: object  # this rank's tensor-parallel group
+    channel: CommandChannel | None = None  # rank 0's commands to the ranks of its pod
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -154,6 +159,7 @@ def init_groups(info: RankInfo, port: int, device: torch.device, addr: str = "12
     dist.init_process_group(backend, init_method=f"tcp://{addr}:{port}", rank=info.rank, world_size=info.world_size,
                             device_id=device if device.type == "cuda" else None)
     commands = dist.new_group(backend="gloo", timeout=IDLE_TIMEOUT)
+    channel = _open_channel(info, commands, (local_ranks or info.world_size) == info.world_size, port)
     tp_group = None
     for stage in range(info.pp):  # every rank must create every group, in the same order
         ranks = list(range(stage * info.tp, (stage + 1) * info.tp))
@@ -164,7 +170,21 @@ def init_groups(info: RankInfo, port: int, device: torch.device, addr: str = "12
                                      pp_rank=info.pp_rank, pp_size=info.pp))
     log.info("rank %d/%d (tp %d/%d, stage %d/%d) on %s over %s", info.rank, info.world_size, info.tp_rank, info.tp,
              info.pp_rank, info.pp, device, backend)
-    return Groups(info, device, commands, tp_group)
+    return Groups(info, device, commands, tp_group, channel)
+
+
+def _open_channel(info: RankInfo, commands, one_pod: bool, tag: int) -> CommandChannel | None:
+    """Rank 0 decides (every rank of one pod, not switched off) and hands its address over gloo; a
+    collective: every rank calls it at the same point."""
+    server, box = None, [None]
+    if info.rank == 0 and one_pod and os.environ.get(ENV_COMMANDS) != "gloo":
+        server, box[0] = CommandChannel.listen(str(tag))
+    dist.broadcast_object_list(box, src=0, group=commands)
+    if box[0] is None:
+        return None
+    if info.rank == 0:
+        return CommandChannel.accept(server, info.world_size - 1)
+    return CommandChannel.connect(box[0])
 
 
 def enable_one_shot_all_reduce(groups: Groups, dtype: torch.dtype, max_bytes: int = MAX_BYTES) -> bool:
@@ -212,6 +232,12 @@ def shutdown_groups(timeout_s: float | None = None) -> bool:
 
 
 def broadcast_object(obj, groups: Groups, src: int = 0):
+    """`obj` from rank `src` on every rank; rank 0's go through the pod's command channel where there is one."""
+    if src == 0 and groups.channel is not None:
+        if groups.info.rank == 0:
+            groups.channel.send(obj)
+            return obj
+        return groups.channel.recv()
     box = [obj]
     dist.broadcast_object_list(box, src=src, group=groups.commands)
     return box[0]

@@ -29,7 +29,7 @@ def test_rank0_close_releases_graphs_first(monkeypatch):
     monkeypatch.setattr(distributed.launch, "broadcast_object", lambda obj, groups, src=0: events.append(obj[0]))
     monkeypatch.setattr(distributed.launch, "shutdown_groups", lambda: events.append("shutdown"))
     monkeypatch.setattr(distributed.launch, "stop_followers", lambda followers: events.append("stop"))
-    runner = ParallelRunner(_Runner(events), SimpleNamespace(info=SimpleNamespace(pp=1)), [])
+    runner = ParallelRunner(_Runner(events), SimpleNamespace(info=SimpleNamespace(pp=1), channel=None), [])
     runner.close()
     runner.close()  # once only
     assert events == [STOP, "release", "shutdown", "stop"]
@@ -41,7 +41,7 @@ def test_follower_releases_graphs_when_told_to_stop(monkeypatch):
     monkeypatch.setattr(distributed.launch, "broadcast_object", lambda obj, groups, src=0: next(calls))
     monkeypatch.setattr(distributed, "_finish", lambda method, result, groups: result)
     try:
-        serve_commands(_Runner(events), SimpleNamespace(info=SimpleNamespace(pp=1)))
+        serve_commands(_Runner(events), SimpleNamespace(info=SimpleNamespace(pp=1), channel=None))
     finally:
         gc.unfreeze()  # serve_commands freezes the collector's objects, as a follower process should
     assert events == ["ping", "release"]

@@ -16,6 +16,7 @@ from torch import nn
 
 from fms_worker.kernels import int8_matmul as gemv
 from fms_worker.layers import fused
+from fms_worker.kernels.tuning import GEMV_MAX_M
 from fms_worker.layers.quantized_rows import InputFormat
 
 
@@ -57,6 +58,16 @@ class LinearMethod:
         """Run once at start for every row-count bucket up to `max_rows`, where the kernel tunes itself on the
         first call per shape (no-op by default)."""
 
+    def warm_up_call(self, layer: nn.Module, x: torch.Tensor, float32_out: bool = False) -> None:
+        """Run what a step runs on rows `x` through `layer`: the head's float32 logits, a gated layer's single
+        row through `apply_silu_mul` (its gated kernel), anything else through `apply`."""
+        if float32_out:
+            self.apply_float32(layer, x)
+        elif getattr(layer, "gated", False) and x.shape[0] == GEMV_MAX_M:
+            self.apply_silu_mul(layer, x, None)
+        else:
+            self.apply(layer, x, None)
+
     def for_lm_head(self) -> "LinearMethod | None":
         """The method an untied LM head uses, or None to keep it in the model dtype (the default)."""
         return None
@@ -91,8 +102,4 @@ class UnquantizedLinearMethod(LinearMethod):
         w = getattr(layer, "weight", None)
         if not GEMV16 or float32_out or w is None or w.is_meta:
             return
-        x = torch.zeros(1, w.shape[1], dtype=w.dtype, device=w.device)
-        if getattr(layer, "gated", False):
-            self.apply_silu_mul(layer, x, None)
-        else:
-            self.apply(layer, x, None)
+        self.warm_up_call(layer, torch.zeros(1, w.shape[1], dtype=w.dtype, device=w.device))

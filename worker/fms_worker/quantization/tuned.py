@@ -44,10 +44,4 @@ class TunedLinearMethod(StagedLinearMethod):
         if x is None:
             return
         for rows in warm_up_rows(max_rows):
-            xs = x.expand(rows, -1).contiguous()
-            if float32_out:
-                self.apply_float32(layer, xs)
-            elif getattr(layer, "gated", False) and rows == GEMV_MAX_M:
-                self.apply_silu_mul(layer, xs, None)  # what a gated layer runs for one row
-            else:
-                self.apply(layer, xs, None)
+            self.warm_up_call(layer, x.expand(rows, -1).contiguous(), float32_out)

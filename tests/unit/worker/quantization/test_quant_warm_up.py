@@ -102,3 +102,27 @@ def test_off_the_triton_kernel_warm_up_does_nothing(monkeypatch):
     method.process_weights_after_loading(layer)  # CPU: torch's int8pack kernel, nothing to tune
     method.warm_up(layer, 4096)
     assert calls == [] and layer.int8_kernel == "cpu"
+
+
+def test_bf16_layers_warm_their_16_bit_gemv_once(monkeypatch):
+    """Unquantized layers run one-row matmuls through the 16-bit GEMV (default on CUDA): the warm-up tunes it
+    once per layer shape, gated for a gate-up layer, and leaves the head (float32 logits, cuBLAS) alone."""
+    import fms_worker.layers.quant_method as qm
+
+    calls = []
+
+    def fake_gemv16(x, w, bias=None, *, gated=False, **kw):
+        calls.append((x.shape[0], w.shape[0], gated))
+        return torch.zeros(1, w.shape[0] // (2 if gated else 1), dtype=x.dtype)
+
+    monkeypatch.setattr(qm, "GEMV16", True)
+    monkeypatch.setattr(qm.gemv, "gemv16_supported", lambda x, w: x.shape[0] == 1)
+    monkeypatch.setattr(qm.gemv, "gemv16", fake_gemv16)
+    method = qm.UnquantizedLinearMethod()
+    gate_up = MergedColumnParallelLinear(64, [32, 32], params_dtype=torch.bfloat16, quant_method=method, gated=True)
+    down = RowParallelLinear(32, 64, params_dtype=torch.bfloat16, quant_method=method)
+    for layer in (gate_up, down):
+        layer.weight.data = torch.randn(layer.weight.shape, dtype=torch.bfloat16)
+        method.warm_up(layer, 4096)
+    method.warm_up(down, 4096, float32_out=True)
+    assert calls == [(1, 64, True), (1, 64, False)]

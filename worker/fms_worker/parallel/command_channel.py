@@ -23,6 +23,7 @@ import socket
 import struct
 
 _HEADER = struct.Struct("<Q")
+_PEER = struct.Struct("3i")  # struct ucred: pid, uid, gid
 SEND_BUFFER = 4 << 20  # the kernel caps it (net.core.wmem_max); a few 256-sequence steps either way
 
 
@@ -41,11 +42,17 @@ class CommandChannel:
 
     @classmethod
     def accept(cls, server: socket.socket, followers: int, timeout_s: float = 300.0) -> "CommandChannel":
+        """The followers' connections; one from another user (the abstract namespace is the pod's) is
+        dropped."""
         server.settimeout(timeout_s)
         conns = []
         try:
-            for _ in range(followers):
+            while len(conns) < followers:
                 conn, _ = server.accept()
+                _pid, uid, _gid = _PEER.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEER.size))
+                if uid != os.getuid():
+                    conn.close()
+                    continue
                 conn.settimeout(None)
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
                 conns.append(conn)

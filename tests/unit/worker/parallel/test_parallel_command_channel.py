@@ -69,3 +69,32 @@ def test_accept_gives_up_when_a_follower_never_connects():
     server, _ = CommandChannel.listen("absent")
     with pytest.raises(TimeoutError):
         CommandChannel.accept(server, 1, timeout_s=0.2)
+
+
+def test_a_connection_from_another_user_is_dropped(monkeypatch):
+    """Only processes of rank 0's user become followers (any process of the pod could reach the address)."""
+    import os
+
+    from fms_worker.parallel import command_channel
+
+    real_uid = os.getuid()
+    uids = iter([real_uid + 1, real_uid])  # the first peer seems to be someone else
+    monkeypatch.setattr(command_channel.os, "getuid", lambda: real_uid)
+    real_unpack = command_channel._PEER.unpack
+    monkeypatch.setattr(command_channel, "_PEER", type("P", (), {
+        "size": command_channel._PEER.size,
+        "unpack": staticmethod(lambda raw: (real_unpack(raw)[0], next(uids), real_unpack(raw)[2]))})())
+    server, address = CommandChannel.listen("stranger")
+    out = []
+    t = threading.Thread(target=lambda: out.append(CommandChannel.accept(server, 1, timeout_s=10)))
+    t.start()
+    stranger = CommandChannel.connect(address)
+    follower = CommandChannel.connect(address)
+    t.join(10)
+    (sender,) = out
+    sender.send(("launch", ()))
+    assert follower.recv() == ("launch", ())
+    with pytest.raises(ConnectionError):
+        stranger.recv()  # closed without a word
+    for c in (sender, stranger, follower):
+        c.close()

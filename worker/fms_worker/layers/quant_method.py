@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fms_worker.kernels import int8_matmul as gemv
-from fms_worker.layers import fused
 from fms_worker.kernels.tuning import GEMV_MAX_M
+from fms_worker.layers import fused
 from fms_worker.layers.quantized_rows import InputFormat
 
 

@@ -2,12 +2,11 @@
 
 Rank 0 sends every step's call (a pickled SchedulerOutput) to each follower. Through gloo
 (`broadcast_object_list`: a size broadcast, then the payload) rank 0 waits in both until every
-follower has posted its receive, so a follower still busy launching the previous step stalls the
-scheduler, and the follower wakes late. Measured on the 2-core development machine with the model
-replaced by an instant fake, 256 decoding sequences: TP=2 rank 0's host step 10.9 ms against 5.5 ms
-at TP=1, 2.3 ms of it in the two gloo calls. On H200s the 256-sequence TP=2 decode step of an 8B
-model was 45% GPU-busy with gloo and is 99% with this channel; TP=2 offline throughput +14%, batch 1
-+11% (docs/benchmarks.md).
+follower has posted its receive, so rank 0's and the followers' host work run one after the other
+instead of overlapping (`python bench/tp_commands.py`: rank 0 busy 4 ms a step and a follower 6 ms
+take 9.7 ms a step over gloo, 7.6 ms here). On H200s the 256-sequence TP=2 decode step of an 8B model
+was 45% GPU-busy with gloo and is 99% with this channel; TP=2 offline throughput +14%, batch 1 +11%
+(docs/benchmarks.md).
 
 Here each follower holds one connected Unix socket (abstract namespace, Linux): rank 0 pickles once
 and writes length-prefixed bytes into each socket's kernel buffer and goes on; a follower lagging by

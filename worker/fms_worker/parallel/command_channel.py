@@ -66,7 +66,11 @@ class CommandChannel:
     @classmethod
     def connect(cls, address: str) -> "CommandChannel":
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(address)
+        try:
+            conn.connect(address)
+        except BaseException:
+            conn.close()
+            raise
         return cls([conn])
 
     def send(self, obj) -> None:

@@ -182,9 +182,13 @@ def _open_channel(info: RankInfo, commands, one_pod: bool, tag: int) -> CommandC
     dist.broadcast_object_list(box, src=0, group=commands)
     if box[0] is None:
         return None
-    if info.rank == 0:
-        return CommandChannel.accept(server, info.world_size - 1)
-    return CommandChannel.connect(box[0])
+    try:
+        if info.rank == 0:
+            return CommandChannel.accept(server, info.world_size - 1)
+        return CommandChannel.connect(box[0])
+    except OSError as exc:  # TimeoutError included
+        raise RuntimeError(f"rank {info.rank}: the pod's command sockets did not connect ({exc}); set "
+                           f"{ENV_COMMANDS}=gloo in the worker's environment to send commands over gloo") from exc
 
 
 def enable_one_shot_all_reduce(groups: Groups, dtype: torch.dtype, max_bytes: int = MAX_BYTES) -> bool:

@@ -98,3 +98,12 @@ def test_a_connection_from_another_user_is_dropped(monkeypatch):
         stranger.recv()  # closed without a word
     for c in (sender, stranger, follower):
         c.close()
+
+
+def test_a_channel_that_cannot_connect_says_how_to_do_without(monkeypatch):
+    from fms_worker.parallel import launch
+
+    monkeypatch.setattr(launch.dist, "broadcast_object_list", lambda box, src, group: box.__setitem__(0, "\0nobody"))
+    follower = launch.RankInfo(1, 2, 2, 1)
+    with pytest.raises(RuntimeError, match="FMS_COMMANDS=gloo in the worker's environment"):
+        launch._open_channel(follower, None, True, 0)

@@ -83,7 +83,7 @@ class Fp8LinearMethod(StagedLinearMethod):
         else:
             shape, dtype = x.shape, x.dtype
             # One fused kernel on CUDA (amax, scale, cast); eager it would be five passes over x per linear.
-            xq, x_scale = fused.maybe_compiled("fp8_rows", quantize_fp8_rows)(x.reshape(-1, shape[-1]))  # [M, K], [M, 1]
+            xq, x_scale = fused.maybe_compiled(ROWS.name, ROWS.quantize)(x.reshape(-1, shape[-1]))  # [M, K], [M, 1]
         # _scaled_mm wants the second operand column-major: the transpose of a row-major [N, K] is.
         y = torch._scaled_mm(xq, layer.qweight.t(), scale_a=x_scale, scale_b=layer.w_scale, bias=bias,
                              out_dtype=dtype, use_fast_accum=True)

@@ -34,6 +34,7 @@ os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # NVLink multicast stays off on 
 
 MEMORY = {"gpu_memory_utilization": 0.85}  # --gpu-memory-utilization
 DTYPE = ["bfloat16"]  # --dtype
+TP_INVARIANT = [False]  # --tp-invariant
 PARTIAL: list[dict] = []  # measurements as they complete (the greedy set before the offline one)
 SAVE: dict = {"out": None, "results": []}  # where partial results go, so a killed run leaves them behind
 
@@ -49,7 +50,8 @@ def make_engine(model_dir: Path, tp: int, max_tokens_budget: int, all_reduce: st
     from fms_worker.engine.llm_engine import LLMEngine
 
     return LLMEngine(WorkerConfig.model_validate({
-        "model": {"path": str(model_dir), "max_model_len": 4096}, "precision": {"dtype": DTYPE[0]},
+        "model": {"path": str(model_dir), "max_model_len": 4096},
+        "precision": {"dtype": DTYPE[0], "tp_invariant": TP_INVARIANT[0]},
         "runtime": {"device": "cuda"}, "parallel": {"tensor": tp, "all_reduce": all_reduce},
         "batching": {"max_num_seqs": 256, "max_num_batched_tokens": max_tokens_budget},
         "caching": dict(MEMORY),
@@ -146,7 +148,7 @@ def measure(model_dir: Path, tp: int, num_requests: int, equality_reqs, all_redu
         print(f"TP={tp} all-reduce {all_reduce}: engine up in {time.perf_counter() - t0:.1f} s", flush=True)
         run(engine, [workload.latency_request(max_tokens=16)])  # warm-up
         dt, n = run(engine, [workload.latency_request()])
-        res = {"tp": tp, "all_reduce": all_reduce, "batch1_tokens_per_s": n / dt,
+        res = {"tp": tp, "all_reduce": all_reduce, "tp_invariant": TP_INVARIANT[0], "batch1_tokens_per_s": n / dt,
                "async_scheduling": engine.async_scheduling, "offline_tokens_per_s": None}
         print(f"TP={tp}: batch 1 {n / dt:.1f} tok/s", flush=True)
         # before the long offline set, so a timeout keeps it
@@ -165,14 +167,19 @@ def measure(model_dir: Path, tp: int, num_requests: int, equality_reqs, all_redu
         close(engine)
 
 
-def compare(reference: list[list[int]], other: list[list[int]], ref_logprobs: list | None = None) -> dict:
+def compare(reference: list[list[int]], other: list[list[int]], ref_logprobs: list | None = None,
+            other_logprobs: list | None = None) -> dict:
     """Identical sequences, the first divergence, and per parting sequence how many nats the reference ranked
-    the other's token below its own at the parting (inf: outside its top logprobs): a near tie or not."""
+    the other's token below its own at the parting (inf: outside its top logprobs): a near tie or not. With
+    both sides' logprobs: how many sequences have every top-5 logprob equal, float for float."""
     same = sum(a == b for a, b in zip(reference, other))
     parts = [(i, next(p for p, (x, y) in enumerate(zip(a, b)) if x != y))
              for i, (a, b) in enumerate(zip(reference, other)) if a != b]
     out = {"identical_sequences": same, "sequences": len(reference),
            "first_divergence_token": min((p for _, p in parts), default=None)}
+    if ref_logprobs is not None and other_logprobs is not None:
+        same_json = [json.loads(json.dumps(x)) for x in (ref_logprobs, other_logprobs)]  # a --reference file's lists
+        out["identical_logprobs"] = sum(a == b for a, b in zip(*same_json))
     if ref_logprobs is not None:
         gaps = []
         for i, p in parts:
@@ -197,11 +204,14 @@ def main() -> None:
     ap.add_argument("--skip-offline", action="store_true")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
                     help="float32: greedy equality without bf16 rounding (8B needs 32 GB a copy)")
+    ap.add_argument("--tp-invariant", action="store_true",
+                    help="precision.tp_invariant: the tree matmuls (same logits at every degree)")
     ap.add_argument("--dump-after", type=float, help="print every rank's stacks once the offline set has run this long")
     ap.add_argument("--reference", type=Path, help="a JSON written by this bench whose TP=1 greedy tokens to compare with")
     args = ap.parse_args()
     MEMORY["gpu_memory_utilization"] = args.gpu_memory_utilization
     DTYPE[0] = args.dtype
+    TP_INVARIANT[0] = args.tp_invariant
     model_dir = args.model_dir
     if args.random:
         import random_model
@@ -224,7 +234,7 @@ def main() -> None:
     pool = results + (json.loads(args.reference.read_text())["results"] if args.reference else [])
     ref = next((r for r in pool if r["tp"] == 1), None)
     for r in results:
-        r["greedy_vs_tp1"] = (compare(ref["greedy"], r["greedy"], ref.get("greedy_logprobs"))
+        r["greedy_vs_tp1"] = (compare(ref["greedy"], r["greedy"], ref.get("greedy_logprobs"), r.get("greedy_logprobs"))
                               if ref is not None else None)
     report = {"gpu": torch.cuda.get_device_name(), "gpus": torch.cuda.device_count(), "torch": torch.__version__,
               "model": str(model_dir), "nccl_nvls_enable": os.environ.get("NCCL_NVLS_ENABLE"), "results": results}
@@ -237,7 +247,8 @@ def main() -> None:
         g = r["greedy_vs_tp1"] or {}
         offline = f"{r['offline_tokens_per_s']:.0f}" if r["offline_tokens_per_s"] else "-"
         print(f"{r['tp']:>3} {r['all_reduce']:>10} {r['batch1_tokens_per_s']:>14.1f} {offline:>14} {r['kv_blocks']:>10}  "
-              f"{g.get('identical_sequences')}/{g.get('sequences')} identical, first divergence at "
+              f"{g.get('identical_sequences')}/{g.get('sequences')} identical ({g.get('identical_logprobs')} with "
+              f"equal logprobs), first divergence at "
               f"{g.get('first_divergence_token')}; gaps at partings (position, nats): "
               + ", ".join(f"({p}, {gap:.3f})" for p, gap in g.get("divergence_gaps", [])))
 

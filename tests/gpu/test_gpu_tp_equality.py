@@ -22,26 +22,33 @@ from fms_worker.config import WorkerConfig
 from fms_worker.engine.llm_engine import LLMEngine
 from fms_worker.engine.types import SamplingParams
 
-model_dir, tp, interconnect, all_reduce, prompts = json.loads(sys.argv[1])
+model_dir, tp, interconnect, all_reduce, prompts, precision = json.loads(sys.argv[1])
 engine = LLMEngine(WorkerConfig.model_validate({
-    "model": {"path": model_dir}, "precision": {"dtype": "float32"}, "runtime": {"device": "cuda"},
+    "model": {"path": model_dir}, "precision": precision, "runtime": {"device": "cuda"},
     "parallel": {"tensor": tp, "interconnect": interconnect, "all_reduce": all_reduce},
     "caching": {"num_kv_blocks": 256, "block_size": 16}, "batching": {"max_num_batched_tokens": 512, "max_num_seqs": 8},
 }))
-outs = engine.generate(prompts, SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True))
-print(json.dumps([o.outputs[0].token_ids for o in outs]))
+outs = engine.generate(prompts, SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True,
+                                               logprobs=0 if precision.get("tp_invariant") else None))
+if precision.get("tp_invariant"):  # the chosen tokens' logprobs too, to compare float for float
+    print(json.dumps([[o.outputs[0].token_ids, [lp[t] for t, lp in zip(o.outputs[0].token_ids, o.outputs[0].logprobs)]]
+                      for o in outs]))
+else:
+    print(json.dumps([o.outputs[0].token_ids for o in outs]))
 if hasattr(engine.runner, "close"):
     engine.runner.close()
 """
 
 
-def _greedy(model_dir, tp: int, interconnect: str = "any", all_reduce: str = "auto") -> list[list[int]]:
-    """One engine per process, as a worker runs it (rank 0 here is the child, its followers its children)."""
+def _greedy(model_dir, tp: int, interconnect: str = "any", all_reduce: str = "auto",
+            precision: dict | None = None) -> list:
+    """One engine per process, as a worker runs it (rank 0 here is the child, its followers its children).
+    float32 unless `precision` says otherwise."""
     import json
     import subprocess
     import sys
 
-    args = json.dumps([str(model_dir), tp, interconnect, all_reduce, PROMPTS])
+    args = json.dumps([str(model_dir), tp, interconnect, all_reduce, PROMPTS, precision or {"dtype": "float32"}])
     out = subprocess.run([sys.executable, "-c", _GREEDY, args], capture_output=True, text=True, timeout=240)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
@@ -72,6 +79,24 @@ def test_tp_matches_tp1(model_dir, tp1_tokens, tp, all_reduce):
     if _gpus() < tp:
         pytest.skip(f"needs {tp} GPUs")
     assert _greedy(model_dir, tp, all_reduce=all_reduce) == tp1_tokens
+
+
+TREE = {"dtype": "bfloat16", "tp_invariant": True}
+
+
+@pytest.fixture(scope="module")
+def tp1_tree(model_dir):
+    return _greedy(model_dir, 1, precision=TREE)
+
+
+@pytest.mark.parametrize("tp", [2, 4])
+def test_tp_invariant_bf16_is_bitwise_tp1(model_dir, tp1_tree, tp):
+    """precision.tp_invariant in bf16: TP=1's tokens with the same logprobs, float for float (decode graphs,
+    the one-shot all-reduce of the embedding, the tree kernel and NCCL gathers of the subtotals)."""
+    if _gpus() < tp:
+        pytest.skip(f"needs {tp} GPUs")
+    assert len({tuple(t) for t, _ in tp1_tree}) > 1
+    assert _greedy(model_dir, tp, precision=TREE) == tp1_tree
 
 
 @pytest.mark.skipif(_gpus() < 2, reason="needs 2 GPUs")

@@ -34,12 +34,21 @@ class PrecisionConfig(_Section):
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     sparsity: Literal["none", "2:4"] = "none"
     int4_group_size: Literal[32, 64, 128] = Field(default=128, description="Input columns sharing one int4 scale and zero.")
+    tp_invariant: bool = Field(
+        default=False,
+        description="The same logits, bit for bit, at tensor degree 1, 2, 4 or 8 (so greedy output does not "
+                    "change with the degree): unquantized matmuls add their products over a fixed tree of 8 "
+                    "input slices, across ranks too, and decode attention splits its keys as one GPU does. "
+                    "Slower; for evaluations and debugging that compare degrees.")
 
     @model_validator(mode="after")
     def _check(self) -> "PrecisionConfig":
         if self.sparsity == "2:4" and self.quantization != "none":
             raise ValueError(f"precision.sparsity 2:4 runs unquantized weights; set quantization none "
                              f"(got {self.quantization}) or sparsity none")
+        if self.tp_invariant and (self.quantization != "none" or self.sparsity != "none"):
+            raise ValueError("precision.tp_invariant runs unquantized dense weights; set quantization none and "
+                             "sparsity none, or tp_invariant false")
         return self
 
 
@@ -119,6 +128,9 @@ class WorkerConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> "WorkerConfig":
+        if self.precision.tp_invariant and self.parallel.tensor not in (1, 2, 4, 8):
+            raise ValueError(f"precision.tp_invariant works at tensor degree 1, 2, 4 or 8, not "
+                             f"{self.parallel.tensor}; change parallel.tensor or set tp_invariant false")
         if self.batching.max_num_batched_tokens < self.batching.max_num_seqs and not self.batching.chunked_prefill:
             raise ValueError(
                 f"batching.max_num_batched_tokens ({self.batching.max_num_batched_tokens}) is below "

@@ -113,10 +113,22 @@ class ModelSpec(_Spec):
 
 
 class PrecisionSpec(_Spec):
+    model_config = ConfigDict(json_schema_extra=rules(
+        ("self.sparsity == 'none' || self.quantization == 'none'",
+         "precision.sparsity 2:4 runs unquantized weights: set precision.quantization none or sparsity none"),
+        ("!self.tpInvariant || (self.quantization == 'none' && self.sparsity == 'none')",
+         "precision.tpInvariant runs unquantized dense weights: set precision.quantization and sparsity to none, "
+         "or tpInvariant false"),
+    ))
     dtype: Literal["bfloat16", "float16", "float32"] = Field(default="bfloat16", description="Activation and weight dtype.")
     quantization: Literal["none", "int8", "int4", "fp8"] = Field(default="none", description="Weight quantization; fp8 needs a Hopper or Ada GPU.")
     kv_cache_dtype: Literal["auto", "fp8"] = Field(default="auto", description="KV cache dtype; auto follows dtype, fp8 needs a Hopper or Ada GPU.")
     sparsity: Literal["none", "2:4"] = Field(default="none", description="Structured sparsity of the weights.")
+    tp_invariant: bool = Field(
+        default=False,
+        description="The same logits, bit for bit, at parallelism.tensor 1, 2, 4 and 8, so greedy output does not "
+                    "change with the degree: matmuls add over a fixed tree of 8 input slices. About half the "
+                    "batch-1 speed; for evaluations and debugging that compare degrees.")
 
 
 class ParallelismSpec(_Spec):

@@ -67,6 +67,7 @@ def worker_config(fms: FMS) -> dict[str, Any]:
             "quantization": spec.precision.quantization,
             "kv_cache_dtype": spec.precision.kv_cache_dtype,
             "sparsity": spec.precision.sparsity,
+            "tp_invariant": spec.precision.tp_invariant,
         },
         "parallel": {"tensor": spec.parallelism.tensor, "pipeline": spec.parallelism.pipeline,
                      "interconnect": spec.placement.interconnect},

@@ -22,10 +22,10 @@ SMOL_PROMPTS = ["The capital of France is", "def fibonacci(n):", "Water boils at
 
 
 def _engine(model_dir, tp=1, pp=1, async_scheduling="off", max_num_seqs=8, num_kv_blocks=64,
-            dtype="float32") -> LLMEngine:
+            dtype="float32", tp_invariant=False) -> LLMEngine:
     return LLMEngine(WorkerConfig.model_validate({
         "model": {"path": str(model_dir)},
-        "precision": {"dtype": dtype},
+        "precision": {"dtype": dtype, "tp_invariant": tp_invariant},
         "runtime": {"device": "cpu", "async_scheduling": async_scheduling},
         "parallel": {"tensor": tp, "pipeline": pp},
         "batching": {"max_num_batched_tokens": 64, "max_num_seqs": max_num_seqs},  # chunked prefill + mixed steps
@@ -90,6 +90,28 @@ def test_smollm2_tp3_in_bf16_stays_within_bf16_noise_of_tp1(smollm2_dir, smol_pr
     print(f"bf16 TP=3 vs TP=1: {len(deltas)} chosen-token logprobs, max |diff| {max(deltas):.3f}, "
           f"mean {sum(deltas) / len(deltas):.3f}")
     assert max(deltas) < 0.5 and sum(deltas) / len(deltas) < 0.1, deltas
+
+
+def test_tiny_llama_tp_invariant_bf16_logprobs_are_bitwise_those_of_tp1(tmp_path):
+    """precision.tp_invariant: TP=2 and TP=4 (two KV heads, replicated at 4) in bf16 choose TP=1's tokens
+    with the very same logprobs, float for float; without it TP=2's logprobs differ by rounding."""
+    d = write_tiny_llama(tmp_path / "m", heads=4, kv_heads=2, hidden=64, layers=3, vocab=257)
+    params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True, logprobs=0)
+
+    def run(tp, tp_invariant=True):
+        engine = _engine(d, tp, dtype="bfloat16", tp_invariant=tp_invariant)
+        try:
+            return [(o.outputs[0].token_ids, [lp[t] for t, lp in zip(o.outputs[0].token_ids, o.outputs[0].logprobs)])
+                    for o in engine.generate(TINY_PROMPTS, params)]
+        finally:
+            getattr(engine.runner, "close", lambda: None)()
+
+    tp1 = run(1)
+    assert len({tuple(t) for t, _ in tp1}) > 1
+    assert run(2) == tp1
+    assert run(4) == tp1
+    plain1, plain2 = run(1, False), run(2, False)
+    assert [lp for _, lp in plain2] != [lp for _, lp in plain1]
 
 
 def test_smollm2_tp3_with_async_scheduling_matches_tp1(smollm2_dir, smol_prompts, smol_reference):

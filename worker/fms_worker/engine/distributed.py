@@ -148,7 +148,8 @@ def _local_runner(config: WorkerConfig, hf_config, groups: Groups) -> ModelRunne
                                  get_linear_method(config.precision, groups.device, hf_config))
     return ModelRunner(config.model.path, hf_config, groups.device, _dtype(config), config.caching.block_size,
                        enforce_eager=config.runtime.enforce_eager, model=model,
-                       kv_cache_dtype=kv_cache_dtype(config.precision.kv_cache_dtype, _dtype(config), groups.device))
+                       kv_cache_dtype=kv_cache_dtype(config.precision.kv_cache_dtype, _dtype(config), groups.device),
+                       tp_invariant=config.precision.tp_invariant)
 
 
 def plan_gpus(config: WorkerConfig, device: torch.device,
@@ -195,7 +196,8 @@ def make_runner(config: WorkerConfig, hf_config, device: torch.device, dtype: to
         runner = ModelRunner(config.model.path, hf_config, device, dtype, config.caching.block_size,
                              enforce_eager=config.runtime.enforce_eager,
                              quant_method=get_linear_method(config.precision, device, hf_config),
-                             kv_cache_dtype=kv_cache_dtype(config.precision.kv_cache_dtype, dtype, device))
+                             kv_cache_dtype=kv_cache_dtype(config.precision.kv_cache_dtype, dtype, device),
+                             tp_invariant=config.precision.tp_invariant)
         return runner, topo
     _check_degrees(config, hf_config)
     if group is not None and not group.is_leader:

@@ -75,7 +75,9 @@ class ParallelLMHead(_VocabSlice):
     def __init__(self, vocab_size: int, dim: int, params_dtype: torch.dtype = torch.float32,
                  tied_to: VocabParallelEmbedding | None = None, quant_method=None):
         super().__init__(vocab_size)
-        self.quant_method = quant_method if tied_to is None else None
+        # A tied head shares the embedding's plain weight: only a method working on that (tree mode) applies.
+        dense = getattr(quant_method, "dense_weight", False)
+        self.quant_method = quant_method if tied_to is None or dense else None
         if tied_to is not None:
             self.weight = tied_to.weight
         elif self.quant_method is not None:

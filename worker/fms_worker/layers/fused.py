@@ -19,9 +19,16 @@ _enabled = False
 _compiled: dict[str, object] = {}
 
 
-def enable(on: bool = True) -> None:
+def enable(on: bool = True, deterministic: bool = False) -> None:
+    """deterministic (tree mode): Inductor picks each reduction's tile by rule instead of by timing it on the
+    GPU, so every process compiles the same kernels. Timed choices differed between two processes of the
+    same engine and changed one sequence's logprobs (docs/benchmarks.md)."""
     global _enabled
     _enabled = on
+    if on and deterministic:
+        import torch._inductor.config
+
+        torch._inductor.config.deterministic = True
 
 
 def is_enabled() -> bool:

@@ -8,7 +8,7 @@ from torch import nn
 
 from fms_worker.layers import fused
 from fms_worker.layers.quant_method import LinearMethod, UnquantizedLinearMethod
-from fms_worker.parallel import get_parallel_state, tp_all_gather, tp_all_reduce
+from fms_worker.parallel import get_parallel_state, tp_all_gather, tp_all_reduce, tp_tree_sum
 from fms_worker.parallel.state import divide
 
 
@@ -113,7 +113,11 @@ class QKVParallelLinear(ColumnParallelLinear):
 
 
 class RowParallelLinear(LinearBase):
-    """Y = X A with A split by input rows; partial products are summed across ranks."""
+    """Y = X A with A split by input rows; partial products are summed across ranks.
+
+    A method with `sums_subtotals` (tree mode) hands over float32 subtotals, added by a fixed tree."""
+
+    splits_input = True
 
     def __init__(self, input_size: int, output_size: int, bias: bool = False,
                  params_dtype: torch.dtype = torch.float32, quant_method: LinearMethod | None = None):
@@ -128,6 +132,8 @@ class RowParallelLinear(LinearBase):
         param.data.copy_(loaded.narrow(1, self.tp_rank * size, size))
 
     def forward(self, x):
-        y = self.quant_method.apply(self, x, None)
-        y = tp_all_reduce(y)
+        if self.tp_size > 1 and getattr(self.quant_method, "sums_subtotals", False):
+            y = tp_tree_sum(self.quant_method.apply_subtotal(self, x)).to(x.dtype)
+        else:
+            y = tp_all_reduce(self.quant_method.apply(self, x, None))
         return y + self.bias if self.bias is not None else y

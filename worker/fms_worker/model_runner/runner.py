@@ -35,17 +35,20 @@ class LaunchedStep:
 class ModelRunner:
     def __init__(self, model_dir: str, hf_config, device: torch.device, dtype: torch.dtype, block_size: int,
                  enforce_eager: bool = False, model: torch.nn.Module | None = None, quant_method=None,
-                 kv_cache_dtype: torch.dtype | None = None):
+                 kv_cache_dtype: torch.dtype | None = None, tp_invariant: bool = False):
         self.device, self.dtype, self.block_size = device, dtype, block_size
         self.kv_cache_dtype = kv_cache_dtype or dtype
         # GPU: Triton paged attention over block tables, fused elementwise kernels and decode CUDA graphs
         # (the latter two unless enforce_eager). CPU: the eager SDPA path, the same math.
         self.gpu = device.type == "cuda"
-        fused.enable(self.gpu and not enforce_eager)
+        fused.enable(self.gpu and not enforce_eager, deterministic=tp_invariant)
         self.model = model if model is not None else load_model(model_dir, device, dtype, hf_config,  # TP/PP: a slice
                                                                 quant_method=quant_method)
         self.vocab_size = self.model.args.vocab_size
-        self.num_kv_heads = self.model.attention_layers()[0].num_kv_heads
+        # Decode attention splits each sequence's keys by how many KV heads fill the GPU; in tree mode it counts
+        # the model's, not this rank's, so every tensor degree splits (and adds the splits) as one GPU does.
+        local_kv_heads = self.model.attention_layers()[0].num_kv_heads
+        self.split_kv_heads = self.model.args.num_kv_heads if tp_invariant else local_kv_heads
         self._set_backend(TritonPagedBackend if self.gpu else TorchSDPABackend)
         self.sampler = Sampler()
         self.generators: dict[int, torch.Generator] = {}
@@ -120,7 +123,7 @@ class ModelRunner:
         """Decode CUDA graphs for batch sizes up to max_batch; returns seconds spent."""
         self.graphs = DecodeGraphs(
             self.model, max_batch=max_batch, max_blocks_per_seq=-(-max_model_len // self.block_size),
-            block_size=self.block_size, scratch_block=self.num_blocks, num_kv_heads=self.num_kv_heads,
+            block_size=self.block_size, scratch_block=self.num_blocks, num_kv_heads=self.split_kv_heads,
             max_model_len=max_model_len, device=self.device,
         )
         return self.graphs.capture()
@@ -176,7 +179,7 @@ class ModelRunner:
     def _forward(self, sched: SchedulerOutput):
         """(logits [S, V] of the sampling rows or None, step inputs)."""
         if self.gpu:
-            inputs = build_paged_inputs(sched.seqs, self.block_size, self.device, self.num_blocks, self.num_kv_heads)
+            inputs = build_paged_inputs(sched.seqs, self.block_size, self.device, self.num_blocks, self.split_kv_heads)
         else:
             inputs = build_inputs(sched.seqs, self.block_size, self.device)
         self._fill_inflight(inputs)

@@ -6,6 +6,7 @@ import torch
 
 from fms_worker.config import PrecisionConfig
 from fms_worker.layers.quant_method import LinearMethod, UnquantizedLinearMethod
+from fms_worker.layers.tree_linear import TreeLinearMethod
 from fms_worker.quantization.checkpoint import packed_format
 from fms_worker.quantization.fp8 import Fp8LinearMethod, require_fp8
 from fms_worker.quantization.int4 import Int4LinearMethod
@@ -21,7 +22,7 @@ def get_linear_method(precision: PrecisionConfig, device: torch.device | None = 
     if precision.sparsity == "2:4":  # the config refuses 2:4 together with a quantization
         return Sparse24LinearMethod()
     if precision.quantization == "none":
-        return UnquantizedLinearMethod()
+        return TreeLinearMethod() if precision.tp_invariant else UnquantizedLinearMethod()
     if precision.quantization == "int8":
         return Int8LinearMethod()
     if precision.quantization == "int4":

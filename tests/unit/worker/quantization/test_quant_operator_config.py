@@ -43,6 +43,11 @@ def test_precision_reaches_the_worker(spec, expected):
     assert (p.dtype, p.quantization, p.kv_cache_dtype, p.sparsity) == expected
 
 
+def test_tp_invariant_reaches_the_worker():
+    assert _worker(_fms({"tpInvariant": True})).precision.tp_invariant
+    assert not _worker(_fms({})).precision.tp_invariant
+
+
 def test_kubectl_get_shows_quant():
     crd = yaml.safe_load((REPO / "crds" / "serving.fms.dev_foundationmodelservices.yaml").read_text())
     cols = {c["name"]: c["jsonPath"] for v in crd["spec"]["versions"] for c in v["additionalPrinterColumns"]}

@@ -54,6 +54,7 @@ _SWITCHES = {  # store_true flags: (section, field, value when given)
     "--enforce-eager": ("runtime", "enforce_eager", True),
     "--no-prefix-caching": ("caching", "prefix_caching", False),
     "--no-chunked-prefill": ("batching", "chunked_prefill", False),
+    "--tp-invariant": ("precision", "tp_invariant", True),
 }
 
 

@@ -26,6 +26,11 @@ def test_flags_build_the_config(tmp_path):
     assert cfg.server.metrics_port == 9090 and cfg.server.api_key == "k" and cfg.model.path == str(tmp_path)
 
 
+def test_tp_invariant_switch(tmp_path):
+    assert _config(["serve", str(tmp_path), "--tp-invariant", "--tensor-parallel-size", "2"]).precision.tp_invariant
+    assert not _config(["serve", str(tmp_path)]).precision.tp_invariant
+
+
 def test_yaml_with_flag_overrides(tmp_path):
     path = tmp_path / "worker.yaml"
     path.write_text(yaml.safe_dump({"model": {"path": str(tmp_path), "task": "generate"},
@@ -39,6 +44,8 @@ def test_yaml_with_flag_overrides(tmp_path):
     (["serve", "/definitely/not/here"], "is not a directory"),
     (["serve", "{tmp}", "--max-num-seqs", "0"], "batching.max_num_seqs"),
     (["serve", "--config", "{tmp}/missing.yaml"], "cannot read"),
+    (["serve", "{tmp}", "--tp-invariant", "--tensor-parallel-size", "3"], "tensor degree 1, 2, 4 or 8, not 3"),
+    (["serve", "{tmp}", "--tp-invariant", "--quantization", "int4"], "tp_invariant runs unquantized dense weights"),
 ])
 def test_bad_config_messages(tmp_path, argv, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):

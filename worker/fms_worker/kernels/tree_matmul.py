@@ -16,7 +16,7 @@ outputs, not K: each output is the whole tree on every rank. So degrees 1, 2, 4 
 numbers in the same order, and their outputs agree bit for bit; rows do not affect each other either.
 
 GPU: one Triton kernel. CPU: each row and slice through torch.mv in float32, whose result for a row does
-not depend on how many rows or output columns share the call (tests/unit/worker/test_tree_matmul.py).
+not depend on how many rows or output columns share the call (tests/unit/worker/layers/test_tree_matmul.py).
 """
 
 from __future__ import annotations
@@ -52,11 +52,11 @@ def tree_matmul_reference(x: torch.Tensor, w: torch.Tensor, slices: int, out_dty
     """The CPU path: x [M, K] @ w [N, K].T over `slices` slices of K, each summed by torch.mv per row."""
     m, k = x.shape
     check_slices(k, slices)
+    if m == 0:
+        return x.new_empty(0, w.shape[0], dtype=out_dtype)
     width = k // slices
     xs = x.float().view(m, slices, width)
     ws = w.float().view(w.shape[0], slices, width).transpose(0, 1).contiguous()  # [slices, N, width]
-    if m == 0:
-        return x.new_empty(0, w.shape[0], dtype=out_dtype)
     parts = torch.stack([torch.stack([torch.mv(ws[s], xs[r, s]) for r in range(m)]) for s in range(slices)])
     return tree_sum(parts).to(out_dtype)
 

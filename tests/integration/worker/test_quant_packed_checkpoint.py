@@ -9,13 +9,11 @@ integer-zero grid costs far more than GPTQ or AWQ on a bf16 model would (see tes
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from smollm2_checkpoints import greedy_at_degrees, write_quantized_copy
 from test_quant_perplexity import _ppl
 
 from fms_worker.config import WorkerConfig
@@ -27,7 +25,6 @@ from fms_worker.quantization.packed import pack_int4
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 GROUP = 32
-LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def round_to_grid(weight: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -65,22 +62,7 @@ FORMATS = {
 def packed_dir(request, smollm2_dir, tmp_path_factory) -> Path:
     parts_of, quantization_config = FORMATS[request.param]
     out = tmp_path_factory.mktemp(f"smollm2-{request.param}")
-    for p in smollm2_dir.iterdir():
-        if p.is_file() and not p.name.endswith(".safetensors") and p.name != "model.safetensors.index.json":
-            shutil.copy(p, out / p.name)
-    tensors = {}
-    for f in sorted(smollm2_dir.glob("*.safetensors")):
-        for name, t in load_file(str(f)).items():
-            prefix, _, leaf = name.rpartition(".")
-            if leaf == "weight" and prefix.rsplit(".", 1)[-1] in LINEARS:
-                tensors |= {f"{prefix}.{k}": v for k, v in parts_of(t, GROUP).items()}
-            else:
-                tensors[name] = t.half() if t.is_floating_point() else t
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    config = json.loads((out / "config.json").read_text())
-    config["quantization_config"] = quantization_config
-    (out / "config.json").write_text(json.dumps(config))
-    return out
+    return write_quantized_copy(smollm2_dir, out, lambda w: parts_of(w, GROUP), quantization_config, torch.float16)
 
 
 @pytest.fixture(scope="module")
@@ -118,16 +100,5 @@ def test_engine_serves_the_packed_checkpoint(packed_dir):
 
 def test_tensor_parallel_ranks_read_the_packed_checkpoint(packed_dir):
     """The ranks read files through mmap, where tensors come in the files' (dtype) order, not by name."""
-    outs = []
-    for tp in (1, 3):
-        engine = LLMEngine(WorkerConfig.model_validate({
-            "model": {"path": str(packed_dir)}, "precision": {"dtype": "float32"}, "runtime": {"device": "cpu"},
-            "parallel": {"tensor": tp}, "caching": {"num_kv_blocks": 64, "block_size": 16},
-        }))
-        try:
-            prompt = engine.tokenizer("The capital of France is")["input_ids"]
-            (out,) = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=8))
-            outs.append(out.outputs[0].token_ids)
-        finally:
-            getattr(engine.runner, "close", lambda: None)()
+    outs = greedy_at_degrees(packed_dir)
     assert outs[0] == outs[1]

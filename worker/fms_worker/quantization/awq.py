@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fms_worker.quantization.packed import pack_int4, unpack_int4
+from fms_worker.quantization.packed import LinearParts, pack_int4, unpack_int4
 
 ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # field i of a word holds column 8c + ORDER[i]
 _NATURAL = torch.tensor([ORDER.index(j) for j in range(8)])  # column 8c + j sits in field _NATURAL[j]
@@ -34,7 +34,7 @@ def pack_columns(values: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class AWQFormat:
+class AWQFormat(LinearParts):
     group_size: int
 
     @classmethod
@@ -46,7 +46,7 @@ class AWQFormat:
                              f"bits {bits}, version {version!r}, zero_point {qc.get('zero_point', True)}")
         return cls(int(qc.get("group_size", qc.get("q_group_size", 128))))
 
-    def dequantize(self, parts: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    def dequantize(self, parts: dict[str, torch.Tensor], dtype: torch.dtype, prefix: str = "") -> torch.Tensor:
         q = unpack_columns(parts["qweight"])  # [K, N]
         zeros = unpack_columns(parts["qzeros"])  # [K/G, N]
         scales = parts["scales"].float()  # [K/G, N]

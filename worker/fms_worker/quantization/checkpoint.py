@@ -1,10 +1,11 @@
 """Pre-quantized checkpoints (GPTQ, AWQ, compressed-tensors, fp8, bitsandbytes ...).
 
 fms quantizes dense checkpoints at load time. Of the packed third-party
-layouts it reads 4-bit GPTQ and AWQ (gptq.py, awq.py, packed.py: each linear
-becomes dense again as it loads, then the configured scheme applies). For the others this
-check turns what would otherwise be a confusing "checkpoint tensor 'qweight'
-has no matching parameter" into an error that says what to do.
+layouts it reads 4-bit GPTQ and AWQ and compressed-tensors (gptq.py, awq.py,
+compressed_tensors.py, packed.py: each linear becomes dense again as it loads,
+then the configured scheme applies). For the others this check turns what would
+otherwise be a confusing "checkpoint tensor 'qweight' has no matching parameter"
+into an error that says what to do.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 
 from fms_worker.quantization.awq import AWQFormat
+from fms_worker.quantization.compressed_tensors import CompressedTensorsFormat
 from fms_worker.quantization.gptq import GPTQFormat
 from fms_worker.quantization.packed import dense_view, expected_parts
 
@@ -23,7 +25,8 @@ log = logging.getLogger(__name__)
 
 # what to set instead, by the checkpoint's scheme
 _SCHEME_HINT = {"fp8": "fp8", "bitsandbytes": "int8"}
-_PACKED = {"gptq": GPTQFormat, "awq": AWQFormat}  # read as dense weights, one linear at a time
+# read as dense weights, one linear at a time
+_PACKED = {"gptq": GPTQFormat, "awq": AWQFormat, "compressed-tensors": CompressedTensorsFormat}
 
 
 def prequantized_method(hf_config) -> str | None:
@@ -36,7 +39,8 @@ def prequantized_method(hf_config) -> str | None:
 
 
 def packed_format(hf_config):
-    """The layout of a GPTQ/AWQ checkpoint (refusing versions it cannot read); None for anything else."""
+    """The layout of a GPTQ/AWQ/compressed-tensors checkpoint (refusing versions it cannot read); None for
+    anything else."""
     method = prequantized_method(hf_config)
     return _PACKED[method].from_config(_quantization_config(hf_config)) if method in _PACKED else None
 
@@ -56,9 +60,9 @@ def checkpoint_weights(hf_config, model_dir: str | Path, weights: Iterator[tuple
     if fmt is None:
         return weights
     if not quantized:
-        log.warning("%s is a 4-bit %s checkpoint served dense; set precision.quantization int4 to keep it 4-bit",
-                    model_dir, prequantized_method(hf_config).upper())
-    return dense_view(weights, fmt, dtype, expected_parts(names()))
+        log.warning("%s is a pre-quantized (%s) checkpoint served dense; set precision.quantization (int4, "
+                    "int8 or fp8, as it was quantized) to keep it quantized", model_dir, prequantized_method(hf_config))
+    return dense_view(weights, fmt, dtype, expected_parts(names(), fmt))
 
 
 def check_dense_checkpoint(hf_config, model_dir: str | Path) -> None:
@@ -68,6 +72,7 @@ def check_dense_checkpoint(hf_config, model_dir: str | Path) -> None:
     hint = _SCHEME_HINT.get(method, "int8, int4 or fp8")
     raise ValueError(
         f"{model_dir} is a pre-quantized checkpoint (quantization_config.quant_method {method!r}); of the "
-        "pre-quantized layouts fms reads 4-bit GPTQ and AWQ only. Serve the original bf16/fp16 checkpoint and set "
+        "pre-quantized layouts fms reads 4-bit GPTQ and AWQ and compressed-tensors only. Serve the original "
+        "bf16/fp16 checkpoint and set "
         f"precision.quantization {hint} to quantize it at load time"
     )

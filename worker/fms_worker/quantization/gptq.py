@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import torch
 
-from fms_worker.quantization.packed import unpack_int4
+from fms_worker.quantization.packed import LinearParts, unpack_int4
 
 
 @dataclass(frozen=True)
-class GPTQFormat:
+class GPTQFormat(LinearParts):
     group_size: int
     zero_offset: int  # added to every stored zero point: 1 for the original format, 0 for v2
 
@@ -36,7 +36,7 @@ class GPTQFormat:
             raise ValueError(f"GPTQ checkpoint_format {version!r} is not supported; use 'gptq' or 'gptq_v2'")
         return cls(int(qc.get("group_size", 128)), 1 if version == "gptq" else 0)
 
-    def dequantize(self, parts: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    def dequantize(self, parts: dict[str, torch.Tensor], dtype: torch.dtype, prefix: str = "") -> torch.Tensor:
         q = unpack_int4(parts["qweight"], dim=0)  # [K, N]
         zeros = (unpack_int4(parts["qzeros"], dim=1) + self.zero_offset) & 0xF  # [K/G, N]
         scales = parts["scales"].float()  # [K/G, N]

@@ -29,14 +29,33 @@ from fms_worker.quantization.tuned import TunedLinearMethod
 
 
 def quantize_int4(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """[N, K] (K a multiple of group_size) -> (q [N, K] int32 in 0..15, scale [K/G, N], zero [K/G, N]) float32."""
+    """[N, K] (K a multiple of group_size) -> (q [N, K] int32 in 0..15, scale [K/G, N], zero [K/G, N]) float32.
+
+    Per group, round to nearest from the group's minimum to its maximum in 15 steps (asymmetric), unless the
+    group already lies on a symmetric grid (codes -8..7 times a step of max|w| / 8, or / 7 where the maximum
+    would not round within 7 of those): the weights of a symmetric int4 checkpoint (compressed-tensors W4A16),
+    which then come back on their own grid instead of being rounded again. "Lies on" allows each weight a
+    sixteenth of a step, for the model dtype's rounding of the checkpoint's values; on dense weights picking the
+    smaller error of the two grids instead cost perplexity (SmolLM2 int4 g128: 39.4 against 36.1)."""
     n, k = weight.shape
     w = weight.float().reshape(n, k // group_size, group_size)
     lo, hi = w.amin(dim=-1, keepdim=True), w.amax(dim=-1, keepdim=True)
     scale = ((hi - lo) / 15.0).clamp(min=1e-8)
-    q = torch.round((w - lo) / scale).clamp(0, 15).to(torch.int32).reshape(n, k)
+    q = torch.round((w - lo) / scale).clamp(0, 15)
     zero = lo + 8.0 * scale  # so that (q - 8) * scale + zero == q * scale + lo
-    return q, scale.squeeze(-1).t().contiguous(), zero.squeeze(-1).t().contiguous()
+    err = ((q - 8.0) * scale + zero - w).square().sum(-1, keepdim=True)
+    amax = torch.maximum(hi, -lo).clamp(min=1e-8)
+    for step in (amax / 8.0, amax / 7.0):
+        fits = hi < 7.5 * step  # rounding keeps every code within -8..7: no clamping
+        q_sym = torch.round(w / step).clamp(-8, 7) + 8.0
+        diff = (q_sym - 8.0) * step - w
+        on_grid = diff.abs().amax(-1, keepdim=True) <= step / 16
+        err_sym = diff.square().sum(-1, keepdim=True)
+        better = fits & on_grid & (err_sym < err)
+        q, scale, zero, err = (torch.where(better, q_sym, q), torch.where(better, step, scale),
+                               torch.where(better, torch.zeros_like(zero), zero), torch.where(better, err_sym, err))
+    return (q.to(torch.int32).reshape(n, k), scale.squeeze(-1).t().contiguous(),
+            zero.squeeze(-1).t().contiguous())
 
 
 def dequantize_int4(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int) -> torch.Tensor:

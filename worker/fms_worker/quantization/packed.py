@@ -1,11 +1,13 @@
-"""What the packed 4-bit checkpoint layouts share: int32 words of eight 4-bit codes, and reading a
-checkpoint as dense weights one linear at a time.
+"""What the pre-quantized checkpoint layouts share: reading a checkpoint as dense weights one linear at a
+time (and, for GPTQ and AWQ, int32 words of eight 4-bit codes).
 
-A packed linear `P` is stored as `P.qweight`, `P.qzeros`, `P.scales` (and for GPTQ maybe `P.g_idx`)
-instead of `P.weight`. `dense_view` turns each back into its dense `P.weight` as soon as all of its
-parts have arrived (files order tensors by dtype, not by layer, so which parts to wait for comes from
-the files' headers), so the model's own quantization methods, tensor-parallel slicing and fused
-projections apply unchanged, and at most a few linears are ever waiting.
+A packed linear `P` is stored as parts such as `P.qweight`, `P.qzeros`, `P.scales` (GPTQ, AWQ) or
+`P.weight_packed`, `P.weight_scale` (compressed-tensors) instead of a dense `P.weight`. `dense_view` turns
+each back into its dense `P.weight` as soon as all of its parts have arrived (files order tensors by dtype,
+not by layer, so which parts to wait for comes from the files' headers), so the model's own quantization
+methods, tensor-parallel slicing and fused projections apply unchanged, and at most a few linears are ever
+waiting. A layout (`LinearParts`) names its parts, the part that marks a packed linear, the parts each one
+needs, and the tensors to drop.
 """
 
 from __future__ import annotations
@@ -19,9 +21,27 @@ REQUIRED = ("qweight", "qzeros", "scales")
 PARTS = (*REQUIRED, "g_idx")  # g_idx: GPTQ only, and optional there
 
 
+class LinearParts:
+    """A layout's part names; these defaults are GPTQ's and AWQ's."""
+
+    parts: tuple[str, ...] = PARTS  # what a packed linear may store
+    marker: str | None = None  # a prefix is a packed linear when it stores this part (None: any of `parts`)
+    drop: tuple[str, ...] = ()  # tensor names (their last component) the model has no use for
+
+    def required(self, prefix: str) -> tuple[str, ...]:
+        return REQUIRED
+
+
 class PackedFormat(Protocol):
-    def dequantize(self, parts: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-        """The parts of one linear -> its dense weight [N, K]."""
+    parts: tuple[str, ...]
+    marker: str | None
+    drop: tuple[str, ...]
+
+    def required(self, prefix: str) -> tuple[str, ...]:
+        """The parts linear `prefix` cannot load without."""
+
+    def dequantize(self, parts: dict[str, torch.Tensor], dtype: torch.dtype, prefix: str = "") -> torch.Tensor:
+        """The parts of one linear (`prefix`) -> its dense weight [N, K]."""
 
 
 def unpack_int4(words: torch.Tensor, dim: int) -> torch.Tensor:
@@ -46,14 +66,14 @@ def pack_int4(values: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
 
 
-def expected_parts(names) -> dict[str, set[str]]:
+def expected_parts(names, fmt: PackedFormat = LinearParts()) -> dict[str, set[str]]:
     """For each packed linear in a checkpoint's tensor names: which of its parts the checkpoint holds."""
     parts: dict[str, set[str]] = {}
     for name in names:
         prefix, _, part = name.rpartition(".")
-        if part in PARTS:
+        if part in fmt.parts:
             parts.setdefault(prefix, set()).add(part)
-    return parts
+    return {p: have for p, have in parts.items() if fmt.marker is None or fmt.marker in have}
 
 
 def dense_view(weights: Iterator[tuple[str, torch.Tensor]], fmt: PackedFormat, dtype: torch.dtype,
@@ -61,18 +81,20 @@ def dense_view(weights: Iterator[tuple[str, torch.Tensor]], fmt: PackedFormat, d
     """Checkpoint tensors with every packed linear replaced by its dense `weight`, yielded once all of its parts
     (`expected`, from the checkpoint's headers) have arrived, in whatever order the files store them."""
     for prefix, have in expected.items():
-        missing = [p for p in REQUIRED if p not in have]
+        missing = [p for p in fmt.required(prefix) if p not in have]
         if missing:
-            raise ValueError(f"packed 4-bit checkpoint: {prefix} lacks {', '.join(missing)}")
+            raise ValueError(f"packed checkpoint: {prefix} lacks {', '.join(missing)}")
     waiting: dict[str, dict[str, torch.Tensor]] = {}
     for name, tensor in weights:
         prefix, _, part = name.rpartition(".")
-        if part not in PARTS or prefix not in expected:
+        if part in fmt.drop:
+            continue
+        if part not in fmt.parts or prefix not in expected:
             yield name, tensor
             continue
         parts = waiting.setdefault(prefix, {})
         parts[part] = tensor
         if len(parts) == len(expected[prefix]):
-            yield f"{prefix}.weight", fmt.dequantize(waiting.pop(prefix), dtype)
+            yield f"{prefix}.weight", fmt.dequantize(waiting.pop(prefix), dtype, prefix)
     if waiting:
-        raise ValueError(f"packed 4-bit checkpoint: {len(waiting)} linear(s) incomplete, e.g. {next(iter(waiting))}")
+        raise ValueError(f"packed checkpoint: {len(waiting)} linear(s) incomplete, e.g. {next(iter(waiting))}")

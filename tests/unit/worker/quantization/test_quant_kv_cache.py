@@ -46,7 +46,7 @@ def test_model_dtype_cache_is_a_plain_copy():
 
 @pytest.mark.parametrize("qc,hint", [
     ({"quant_method": "bitsandbytes", "load_in_8bit": True}, "precision.quantization int8"),
-    ({"quant_method": "compressed-tensors"}, "int8, int4 or fp8"),
+    ({"quant_method": "hqq"}, "int8, int4 or fp8"),
     ({"quant_method": "fp8"}, "precision.quantization fp8"),
 ])
 def test_prequantized_checkpoints_get_a_clear_error(qc, hint):
@@ -57,5 +57,5 @@ def test_prequantized_checkpoints_get_a_clear_error(qc, hint):
 
 def test_dense_and_gptq_checkpoints_pass():
     check_dense_checkpoint(SimpleNamespace(), "/models/x")
-    for method in ("gptq", "awq"):
+    for method in ("gptq", "awq", "compressed-tensors"):
         check_dense_checkpoint(SimpleNamespace(quantization_config={"quant_method": method, "bits": 4}), "/models/x")

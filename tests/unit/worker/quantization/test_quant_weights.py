@@ -36,6 +36,21 @@ def test_int4_error_is_at_most_half_a_step(group):
     assert ((deq - w).abs() <= step / 2 + 1e-5).all()
 
 
+@pytest.mark.parametrize("extreme", [-8, 7])
+def test_int4_keeps_a_symmetric_grid(extreme):
+    """Weights on a symmetric int4 grid (codes -8..7 times a scale per group, as a W4A16 checkpoint stores
+    them) come back exactly, whether a group's largest magnitude is code -8 or 7; an asymmetric grid would
+    round most groups again."""
+    gen = torch.Generator().manual_seed(extreme)
+    codes = torch.randint(-7, 7, (16, 4, 64), generator=gen).float()
+    codes[..., 0] = extreme
+    step = 2.0 ** -torch.randint(4, 9, (16, 4, 1), generator=gen).float()
+    w = (codes * step).reshape(16, 256)
+    q, scale, zero = quantize_int4(w, 64)
+    assert torch.equal(dequantize_int4(q, scale, zero, 64), w)
+    assert torch.equal(scale.t(), step.squeeze(-1)) and not zero.any()
+
+
 def test_int4_constant_group_is_exact():
     w = torch.full((8, 64), 0.25)
     q, scale, zero = quantize_int4(w, 64)

@@ -47,8 +47,9 @@ class CompressedTensorsFormat(LinearParts):
             raise ValueError("compressed-tensors checkpoints need the compressed-tensors package "
                              "(pip install compressed-tensors)") from exc
         if qc.get("sparsity_config"):
-            raise ValueError("compressed-tensors checkpoints with a sparsity_config are not supported; serve the "
-                             "dense checkpoint (precision.sparsity 2:4 prunes at load)")
+            raise ValueError("compressed-tensors checkpoints with a sparsity_config (compressed sparse weights) are "
+                             "not supported; serve a copy stored dense (a 2:4-pruned one can then use "
+                             "precision.sparsity 2:4)")
         config = QuantizationConfig.model_validate(qc)
         compressors = {}
         for name, scheme in config.config_groups.items():

@@ -28,7 +28,6 @@ import math
 
 import torch
 
-
 try:
     import triton
     import triton.language as tl

@@ -133,7 +133,7 @@ class RowParallelLinear(LinearBase):
 
     def forward(self, x):
         if self.tp_size > 1 and getattr(self.quant_method, "sums_subtotals", False):
-            y = tp_tree_sum(self.quant_method.apply_subtotal(self, x)).to(x.dtype)
+            y = tp_tree_sum(self.quant_method.apply_float32(self, x)).to(x.dtype)
         else:
             y = tp_all_reduce(self.quant_method.apply(self, x, None))
         return y + self.bias if self.bias is not None else y

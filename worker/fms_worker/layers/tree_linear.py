@@ -34,11 +34,8 @@ class TreeLinearMethod(UnquantizedLinearMethod):
         return y + bias if bias is not None else y
 
     def apply_float32(self, layer, x):
+        """The float32 sum over this rank's slices: a row-parallel rank's subtotal for the cross-rank tree."""
         return tree_matmul(x, layer.weight, self._slices(layer), torch.float32)
-
-    def apply_subtotal(self, layer, x):
-        """This rank's sum over its slices, float32, for the cross-rank tree."""
-        return self.apply_float32(layer, x)
 
     def apply_silu_mul(self, layer, x, bias):
         return LinearMethod.apply_silu_mul(self, layer, x, bias)  # not the bf16 GEMV's gated kernel

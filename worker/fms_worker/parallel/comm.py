@@ -33,13 +33,8 @@ def tp_all_gather(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 def tp_tree_sum(x: torch.Tensor) -> torch.Tensor:
     """Every rank's float32 subtotal added as the top of a binary tree in rank order (kernels/tree_matmul):
     what one GPU adds last in its own tree, so the sum does not depend on the degree."""
-    state = get_parallel_state()
-    if state.tp_size == 1:
+    if get_parallel_state().tp_size == 1:
         return x
-    import torch.distributed as dist
-
     from fms_worker.kernels.tree_matmul import tree_sum
 
-    parts = [torch.empty_like(x) for _ in range(state.tp_size)]
-    dist.all_gather(parts, x.contiguous(), group=state.group)
-    return tree_sum(torch.stack(parts))
+    return tree_sum(tp_all_gather(x.unsqueeze(0), dim=0))  # [tp, ...] in rank order

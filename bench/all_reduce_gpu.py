@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ SIZES = [4096, 16384, 65536, 262144]  # bf16 elements: 8 KiB (batch 1 x 4096) ..
 CHAIN, REPLAYS = 64, 20
 
 
-def _time_graph(fn) -> tuple[float, torch.Tensor]:
+def time_graph(fn) -> tuple[float, torch.Tensor]:
     """(microseconds per all-reduce of `fn`, which makes CHAIN of them, replayed from a CUDA graph; its output)."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -67,7 +68,7 @@ def _rank(rank: int, world: int, port: int, out_path: str | None) -> None:
                 dist.all_reduce(scratch)
             return scratch
 
-        us, out = _time_graph(nccl)
+        us, out = time_graph(nccl)
         row = {"elements": n, "bytes": n * 2, "nccl_us": us, "nccl_correct": bool((out == expected).all())}
         if one_shot is not None and one_shot.fits(inp):
             def fast():
@@ -76,7 +77,7 @@ def _rank(rank: int, world: int, port: int, out_path: str | None) -> None:
                     out = one_shot(inp)
                 return out
 
-            us, out = _time_graph(fast)
+            us, out = time_graph(fast)
             row |= {"one_shot_us": us, "one_shot_correct": bool((out == expected).all())}
         rows.append(row)
     if rank == 0:
@@ -95,21 +96,30 @@ def _rank(rank: int, world: int, port: int, out_path: str | None) -> None:
     dist.destroy_process_group()
 
 
+def run_worlds(rank_fn, gpus: list[int], out: Path | None, *extra) -> None:
+    """rank_fn(rank, world, port, part_path, *extra) in one process per rank, for each world size in `gpus`
+    that this machine has; rank 0 writes part_path; the parts are joined into `out`."""
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
+    os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
+    reports = []
+    for world in [g for g in gpus if g <= torch.cuda.device_count()]:
+        part = out.with_suffix(f".tp{world}.json") if out else None
+        with socket.socket() as s:  # a free port: several of these may run at once on one machine
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        mp.spawn(rank_fn, args=(world, port, str(part) if part else None, *extra), nprocs=world, join=True)
+        if part and part.exists():
+            reports.append(json.loads(part.read_text()))
+    if out:
+        out.write_text(json.dumps(reports, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpus", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
-    os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
-    reports = []
-    for world in [g for g in args.gpus if g <= torch.cuda.device_count()]:
-        part = args.out.with_suffix(f".tp{world}.json") if args.out else None
-        mp.spawn(_rank, args=(world, 29500 + world, str(part) if part else None), nprocs=world, join=True)
-        if part and part.exists():
-            reports.append(json.loads(part.read_text()))
-    if args.out:
-        args.out.write_text(json.dumps(reports, indent=2))
+    run_worlds(_rank, args.gpus, args.out)
 
 
 if __name__ == "__main__":

@@ -131,9 +131,19 @@ class RowParallelLinear(LinearBase):
         size = param.shape[1]
         param.data.copy_(loaded.narrow(1, self.tp_rank * size, size))
 
-    def forward(self, x):
+    @property
+    def defers_reduce(self) -> bool:
+        """Whether forward(reduce=False) may hand over this rank's partial sum (no bias, not tree mode)."""
+        return self.bias is None and not getattr(self.quant_method, "sums_subtotals", False)
+
+    def forward(self, x, reduce: bool = True):
+        """reduce=False (only where `defers_reduce`): this rank's partial sum, for the caller to sum over the
+        ranks (the next norm does, with the add: layers/norm.py)."""
         if self.tp_size > 1 and getattr(self.quant_method, "sums_subtotals", False):
             y = tp_tree_sum(self.quant_method.apply_float32(self, x)).to(x.dtype)
         else:
-            y = tp_all_reduce(self.quant_method.apply(self, x, None))
+            y = self.quant_method.apply(self, x, None)
+            if not reduce:
+                return y
+            y = tp_all_reduce(y)
         return y + self.bias if self.bias is not None else y

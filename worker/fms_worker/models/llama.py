@@ -73,14 +73,15 @@ class LlamaAttention(nn.Module):
         self.attn = Attention(h, d, hkv, rotary=RotaryEmbedding(d, args.max_position, args.rope_theta,
                                                                 args.rope_scaling))
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+    def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata,
+                reduce: bool = True) -> torch.Tensor:
         q, k, v = self.qkv_proj(x).split(self.sizes, dim=-1)  # [T, (H + 2 Hkv) D] -> [T, H D], [T, Hkv D] x2
         t, d = x.shape[0], self.attn.head_dim
         q, k, v = q.view(t, -1, d), k.view(t, -1, d), v.view(t, -1, d)  # [T, H, D], [T, Hkv, D] x2
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         o = self.attn(positions, q, k, v, meta)  # rotary, KV-cache write, attention -> [T, H, D]
-        return self.o_proj(o.reshape(t, -1))  # [T, H D] -> [T, hidden]
+        return self.o_proj(o.reshape(t, -1), reduce)  # [T, H D] -> [T, hidden]
 
 
 class LlamaMLP(nn.Module):
@@ -91,8 +92,8 @@ class LlamaMLP(nn.Module):
         self.down_proj = RowParallelLinear(args.intermediate_size, args.hidden_size, params_dtype=dtype,
                                            quant_method=quant_method)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.gate_up_proj(x, into=self.down_proj.input_format()))  # silu(gate) * up
+    def forward(self, x: torch.Tensor, reduce: bool = True) -> torch.Tensor:
+        return self.down_proj(self.gate_up_proj(x, into=self.down_proj.input_format()), reduce)  # silu(gate) * up
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -103,16 +104,26 @@ class LlamaDecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps, dtype)
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps, dtype)
 
+    @property
+    def partial(self) -> bool:
+        """Whether the projections before the norms hand over per-rank partial sums, which the norms then sum
+        over the ranks (with the add, in one kernel where that is on): so does this layer's output."""
+        return self.self_attn.o_proj.defers_reduce and self.mlp.down_proj.defers_reduce
+
     def forward(self, positions, x, residual, meta):
         # Each norm writes its rows in the next projection's input format where the method has one (fp8).
-        into = self.self_attn.qkv_proj.input_format()
+        # x: the embeddings (residual None) or the layer before's MLP output, a partial sum where `partial`.
+        # Consecutive partial norms alternate parity (the fused kernel's buffer halves): 1 here, 0 after the
+        # attention, 1 again in the next layer or the final norm.
+        partial, into = self.partial, self.self_attn.qkv_proj.input_format()
         if residual is None:
             residual, x = x, self.input_layernorm(x, into=into)
         else:
-            x, residual = self.input_layernorm(x, residual, into=into)
-        x = self.self_attn(positions, x, meta)
-        x, residual = self.post_attention_layernorm(x, residual, into=self.mlp.gate_up_proj.input_format())
-        return self.mlp(x), residual
+            x, residual = self.input_layernorm(x, residual, into=into, partial=partial, parity=1)
+        x = self.self_attn(positions, x, meta, reduce=not partial)
+        x, residual = self.post_attention_layernorm(x, residual, into=self.mlp.gate_up_proj.input_format(),
+                                                    partial=partial, parity=0)
+        return self.mlp(x, reduce=not partial), residual
 
 
 class LlamaModel(nn.Module):
@@ -126,7 +137,11 @@ class LlamaModel(nn.Module):
         x, residual = self.embed_tokens(input_ids), None  # [T, hidden]
         for layer in self.layers:
             x, residual = layer(positions, x, residual, meta)
-        x, _ = self.norm(x, residual)
+        return self.final_norm(x, residual)
+
+    def final_norm(self, x, residual):
+        """The last layer's output (a partial sum where its layers' `partial`) added and normed."""
+        x, _ = self.norm(x, residual, partial=self.layers[-1].partial, parity=1)
         return x
 
 

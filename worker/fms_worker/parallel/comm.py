@@ -19,6 +19,16 @@ def tp_all_reduce(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def tp_fused_reduce_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float,
+                                 parity: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(RMSNorm of s, s) with s = x summed over the ranks + residual, in one kernel (parallel/reduce_norm.py);
+    None where that kernel is off or x does not fit it. `parity` alternates between consecutive calls."""
+    state = get_parallel_state()
+    if state.tp_size == 1 or state.reduce_norm is None or not state.reduce_norm.fits(x):
+        return None
+    return state.reduce_norm(x, residual, weight, eps, parity)
+
+
 def tp_all_gather(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     state = get_parallel_state()
     if state.tp_size == 1:

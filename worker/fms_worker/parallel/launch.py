@@ -32,6 +32,8 @@ import torch.distributed as dist
 
 from fms_worker.parallel.command_channel import CommandChannel
 from fms_worker.parallel.one_shot import MAX_BYTES, OneShotAllReduce
+from fms_worker.parallel.reduce_norm import AllReduceAddNorm
+from fms_worker.parallel.reduce_norm import enabled_by_env as reduce_norm_enabled
 from fms_worker.parallel.state import ParallelState, get_parallel_state, set_parallel_state
 
 log = logging.getLogger(__name__)
@@ -200,11 +202,15 @@ def enable_one_shot_all_reduce(groups: Groups, dtype: torch.dtype, max_bytes: in
     state = get_parallel_state()
     if groups.device.type != "cuda" or state.tp_size == 1 or state.pp_size > 1:
         return False
-    one_shot = OneShotAllReduce.create(state.group, groups.device, dtype, max(max_bytes, MAX_BYTES))
-    set_parallel_state(replace(state, one_shot=one_shot))
+    max_bytes = max(max_bytes, MAX_BYTES)
+    one_shot = OneShotAllReduce.create(state.group, groups.device, dtype, max_bytes)
+    reduce_norm = AllReduceAddNorm.create(state.group, groups.device, dtype, max_bytes) \
+        if one_shot is not None and reduce_norm_enabled() else None
+    set_parallel_state(replace(state, one_shot=one_shot, reduce_norm=reduce_norm))
     if one_shot is not None:
-        log.info("tensor-parallel all-reduces up to %d KiB: one-shot over symmetric memory",
-                 one_shot.buffer.numel() * dtype.itemsize // 1024)
+        log.info("tensor-parallel all-reduces up to %d KiB: one-shot over symmetric memory%s",
+                 one_shot.buffer.numel() * dtype.itemsize // 1024,
+                 ", fused with the decoder's add+norm" if reduce_norm is not None else "")
     return one_shot is not None
 
 

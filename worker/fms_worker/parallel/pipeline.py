@@ -48,8 +48,7 @@ class PipelineStage(nn.Module):
             dist.send(x.contiguous(), self.next_rank)
             dist.send(residual.contiguous(), self.next_rank)
             return x  # not the model's output: only the last stage's hidden state is sampled from
-        x, _ = body.norm(x, residual)
-        return x
+        return body.final_norm(x, residual)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.gather_logits(self.local_logits(hidden))

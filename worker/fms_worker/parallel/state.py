@@ -13,6 +13,7 @@ class ParallelState:
     pp_rank: int = 0
     pp_size: int = 1
     one_shot: object | None = None  # parallel.one_shot.OneShotAllReduce for small CUDA all-reduces, or None
+    reduce_norm: object | None = None  # parallel.reduce_norm.AllReduceAddNorm for the decoder's norms, or None
 
     def __post_init__(self):
         if not 0 <= self.tp_rank < self.tp_size:

@@ -1,0 +1,73 @@
+"""All-reduce + residual add + RMSNorm as one kernel over symmetric memory (kernels/all_reduce_norm.py).
+
+The tensor-parallel decoder layer hands its row-parallel projections' partial
+sums straight to the next norm; where this is on, the norm's kernel does the
+all-reduce too. Same limits as the one-shot all-reduce (parallel/one_shot.py):
+CUDA, one pipeline stage, messages up to the largest decode graph's. Larger
+messages (long prefills) keep the all-reduce and the compiled add+norm.
+`FMS_FUSED_NORM=0` in the worker's environment turns it off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+log = logging.getLogger(__name__)
+
+ENV_SWITCH = "FMS_FUSED_NORM"
+
+
+def max_rows(world: int) -> int:
+    """Rows up to which the fused kernel beat the one-shot all-reduce + compiled add+norm on H200s
+    (bench/reduce_norm_gpu.py, hidden 4096): up to 64 of 2 ranks, 8 of 4; each program's flag exchange
+    with every peer costs more as both grow. 128 / world^2: 32 for 2 ranks, 8 for 4, 2 for 8."""
+    return max(1, 128 // world ** 2)
+
+
+def enabled_by_env() -> bool:
+    return os.environ.get(ENV_SWITCH, "1") != "0"
+
+
+class AllReduceAddNorm:
+    def __init__(self, buffer: torch.Tensor, buf_ptrs: torch.Tensor, sig_ptrs: torch.Tensor, rank: int, world: int):
+        self.buffer, self.buf_ptrs, self.sig_ptrs = buffer, buf_ptrs, sig_ptrs  # buffer: symmetric, two halves
+        self.rank, self.world = rank, world
+        self.half = buffer.numel() // 2
+        self.max_rows = max_rows(world)
+
+    @classmethod
+    def create(cls, group, device: torch.device, dtype: torch.dtype, max_bytes: int):
+        """A collective over `group` (every rank must call it); None where symmetric memory is unavailable."""
+        if device.type != "cuda":
+            return None
+        try:
+            import torch.distributed._symmetric_memory as symm_mem
+
+            from fms_worker.kernels.all_reduce_norm import MAX_PROGRAMS
+
+            half = -(-max_bytes // dtype.itemsize // 64) * 64  # 16-byte aligned halves (the kernel assumes so)
+            buffer = symm_mem.empty(2 * half, dtype=dtype, device=device)
+            handle = symm_mem.rendezvous(buffer, group)
+            need = 2 * MAX_PROGRAMS.value * handle.world_size * 4
+            if symm_mem.get_signal_pad_size() < need:
+                raise RuntimeError(f"signal pads of {symm_mem.get_signal_pad_size()} bytes, {need} needed")
+            ptrs = [torch.tensor(p, dtype=torch.int64, device=device)
+                    for p in (handle.buffer_ptrs, handle.signal_pad_ptrs)]
+        except Exception as exc:  # noqa: BLE001 - optional fast path; all-reduce + add+norm stays correct
+            log.warning("fused all-reduce + RMSNorm unavailable: %s", exc)
+            return None
+        return cls(buffer, *ptrs, handle.rank, handle.world_size)
+
+    def fits(self, x: torch.Tensor) -> bool:
+        return (x.is_cuda and x.dtype == self.buffer.dtype and x.dim() == 2 and x.shape[0] <= self.max_rows
+                and x.numel() <= self.half)
+
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float,
+                 parity: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from fms_worker.kernels.all_reduce_norm import reduce_add_rms_norm
+
+        return reduce_add_rms_norm(x.contiguous(), residual.contiguous(), weight, eps, self.buf_ptrs, self.sig_ptrs,
+                                   self.rank, self.world, self.half, parity)

@@ -1,8 +1,18 @@
-"""The fused all-reduce + add + RMSNorm kernel through Triton's interpreter (float32: the interpreter rounds
-to bf16 by truncation), as one rank among four whose peers have already written their rows and put their
-flags: its sum, its own copy, its flags, its refusal of rows beyond a buffer half."""
+"""The fused all-reduce + add + RMSNorm: its kernel through Triton's interpreter (float32: the interpreter
+rounds to bf16 by truncation) as one rank among four whose peers have already written their rows and put
+their flags (its sum, its own copy, its flags, its refusal of rows beyond a buffer half); the decoder handing
+it partial sums with alternating parity; which projections defer their reduction; the row limit."""
 
 from __future__ import annotations
+
+import torch
+
+from fms_worker.layers import fused
+from fms_worker.layers.linear import RowParallelLinear
+from fms_worker.layers.tree_linear import TreeLinearMethod
+from fms_worker.models.llama import LlamaArgs, LlamaForCausalLM
+from fms_worker.parallel.reduce_norm import max_rows
+from fms_worker.parallel.state import ParallelState, get_parallel_state, set_parallel_state
 
 _KERNEL = r'''
 import json
@@ -61,3 +71,71 @@ def test_one_rank_sums_adds_normalizes_and_signals(triton_interpret):
     assert res.pop("refused"), "rows beyond a buffer half were not refused"
     for case, checks in res.items():
         assert all(checks.values()), (case, checks)
+
+
+class _AttentionAsQueries(torch.nn.Module):
+    """Stands in for rotary + paged attention (the layers' data flow is what is tested)."""
+
+    def __init__(self, head_dim: int):
+        super().__init__()
+        self.head_dim = head_dim
+
+    def forward(self, positions, q, k, v, meta):
+        return q
+
+
+class _RecordingReduceNorm:
+    """Stands in for the fused kernel as rank 0 of two whose peer holds zeros: the add+norm, and each parity."""
+
+    def __init__(self):
+        self.parities = []
+
+    def fits(self, x):
+        return True
+
+    def __call__(self, x, residual, weight, eps, parity):
+        self.parities.append(parity)
+        return fused.add_rms_norm(x, residual, weight, eps)
+
+
+def _layers_then_final_norm(model, x):
+    residual = None
+    for layer in model.model.layers:
+        x, residual = layer(torch.arange(x.shape[0]), x, residual, None)
+    return model.model.final_norm(x, residual)
+
+
+def test_decoder_norms_take_the_partial_sums_with_parity_alternating_across_steps():
+    """Every fused call's parity differs from the call before, within a forward and from one to the next:
+    the kernel's buffer halves depend on it (kernels/all_reduce_norm.py)."""
+    args = LlamaArgs(vocab_size=32, hidden_size=32, intermediate_size=64, num_layers=3, num_heads=4, num_kv_heads=2,
+                     head_dim=8, rms_norm_eps=1e-5, rope_theta=10000.0, rope_scaling=None, max_position=64,
+                     tie_embeddings=False)
+    model = LlamaForCausalLM(args, torch.float32)
+    g = torch.Generator().manual_seed(0)
+    for p in model.parameters():
+        p.data.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    for layer in model.model.layers:
+        layer.self_attn.attn = _AttentionAsQueries(args.head_dim)
+    assert all(layer.partial for layer in model.model.layers)
+    x = torch.randn(3, args.hidden_size, generator=g)
+    ref = _layers_then_final_norm(model, x)  # one rank: the norms' all-reduce is the identity
+    recorder = _RecordingReduceNorm()
+    before = get_parallel_state()
+    set_parallel_state(ParallelState(tp_rank=0, tp_size=2, reduce_norm=recorder))
+    try:
+        outs = [_layers_then_final_norm(model, x) for _ in range(2)]
+    finally:
+        set_parallel_state(before)
+    assert all(torch.equal(out, ref) for out in outs)
+    assert recorder.parities == [0, 1] * args.num_layers * 2  # per forward: 2 x layers calls, the last the final norm
+
+
+def test_row_parallel_projections_defer_their_reduction_only_without_bias_or_tree_mode():
+    assert RowParallelLinear(16, 8).defers_reduce
+    assert not RowParallelLinear(16, 8, bias=True).defers_reduce
+    assert not RowParallelLinear(16, 8, quant_method=TreeLinearMethod()).defers_reduce
+
+
+def test_row_limit_falls_with_the_degree():
+    assert [max_rows(w) for w in (2, 4, 8, 16)] == [32, 8, 2, 1]

@@ -2,9 +2,9 @@
 
 After each row-parallel projection a tensor-parallel decoder layer sums the
 ranks' partial outputs, adds the residual and normalizes the sum for the next
-projection. Apart that is a one-shot all-reduce kernel and a compiled
-add+norm kernel, 64 pairs a step for an 8B model, each a few microseconds at
-batch 1. Here one program per group of rows:
+projection. Done separately, that is a one-shot all-reduce kernel and a
+compiled add+norm kernel, 64 pairs a step for an 8B model, each a few
+microseconds at batch 1. Here one program per group of rows:
 
 1. copies this rank's partial rows into its symmetric buffer;
 2. signals the same program on every peer and waits for each peer's signal
@@ -69,7 +69,8 @@ def _reduce_add_norm(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, buf_ptrs, sig_
             peer = tl.multiple_of(tl.load(buf_ptrs + q).to(tl.pointer_type(dtype)) + half, 16)
             acc += tl.load(peer + row * hidden + cols, mask=m, other=0.0, cache_modifier=".cg").to(tl.float32)
         res = tl.load(res_ptr + row * hidden + cols, mask=m, other=0.0)
-        r = (acc.to(dtype).to(tl.float32) + res.to(tl.float32)).to(dtype)  # the all-reduce's rounding, then x + residual
+        # the all-reduce's rounding, then x + residual rounded as torch adds them
+        r = (acc.to(dtype).to(tl.float32) + res.to(tl.float32)).to(dtype)
         h = r.to(tl.float32)
         inv = 1.0 / tl.sqrt(tl.sum(h * h, axis=0) / hidden + eps)
         normed = (h * inv).to(dtype)
@@ -96,6 +97,7 @@ def reduce_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.T
     block = triton.next_power_of_2(hidden)
     grid = grid_size(rows)
     _reduce_add_norm[(grid,)](x, residual, weight, out, res_out, buf_ptrs, sig_ptrs, rank, rows, hidden,
-                              half_elems, eps, grid, PARITY=parity, WORLD=world, WORLD_P2=triton.next_power_of_2(world), ITERS=triton.cdiv(rows, grid), BLOCK=block,
+                              half_elems, eps, grid, PARITY=parity, WORLD=world,
+                              WORLD_P2=triton.next_power_of_2(world), ITERS=triton.cdiv(rows, grid), BLOCK=block,
                               num_warps=max(1, min(16, block // 256)))
     return out, res_out

@@ -196,6 +196,8 @@ def _open_channel(info: RankInfo, commands, one_pod: bool, tag: int) -> CommandC
 def enable_one_shot_all_reduce(groups: Groups, dtype: torch.dtype, max_bytes: int = MAX_BYTES) -> bool:
     """All-reduces of the tensor-parallel group in `dtype` up to `max_bytes` go one-shot over symmetric
     memory (GPU, one stage). Sized for the largest decode graph, it keeps NCCL out of captured graphs.
+    Unless FMS_FUSED_NORM=0, small decode batches add the decoder's partial sums in the next norm's kernel
+    (parallel/reduce_norm.py), over a second symmetric buffer.
 
     A collective: every rank of the group calls it at the same point. Returns whether it is on.
     """

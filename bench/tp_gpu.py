@@ -167,6 +167,24 @@ def measure(model_dir: Path, tp: int, num_requests: int, equality_reqs, all_redu
         close(engine)
 
 
+def measure_in_child(args, model_dir: Path, tp: int, mode: str) -> dict | None:
+    """`measure` in a fresh process of this script. A second TP engine built in a process that had built one
+    before did not come up (its ranks started, then nothing for minutes: tenth session's call 6 and eleventh
+    session's call 4, both `--tp 1 2 4` after TP=2; cause not established), where a fresh process did."""
+    out = args.out.with_suffix(f".tp{tp}-{mode}.json")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--model-dir", str(model_dir), "--tp", str(tp),
+           "--all-reduce", mode, "--out", str(out), "--num-requests", str(args.num_requests),
+           "--gpu-memory-utilization", str(args.gpu_memory_utilization), "--dtype", args.dtype]
+    cmd += ["--skip-offline"] * args.skip_offline + ["--tp-invariant"] * args.tp_invariant
+    cmd += ["--dump-after", str(args.dump_after)] if args.dump_after else []
+    subprocess.run(cmd, check=False)
+    if not out.exists():
+        return None
+    data = json.loads(out.read_text())
+    rows = data["results"] or data.get("unfinished", [])
+    return rows[0] if rows else None
+
+
 def compare(reference: list[list[int]], other: list[list[int]], ref_logprobs: list | None = None,
             other_logprobs: list | None = None) -> dict:
     """Identical sequences, the first divergence, and per parting sequence how many nats the reference ranked
@@ -226,10 +244,17 @@ def main() -> None:
     SAVE["out"], results = args.out, SAVE["results"]
     degrees = [t for t in args.tp if t <= torch.cuda.device_count()]
     equality = [workload.latency_request(prompt_len=64 + 32 * i, max_tokens=64, seed=i) for i in range(8)]
+    built_tp = False  # whether this process has built a TP > 1 engine
     for tp in degrees:
         for mode in (args.all_reduce if tp > 1 else ["nccl"]):
-            results.append(measure(model_dir, tp, args.num_requests, equality, mode, not args.skip_offline,
-                                   args.dump_after))
+            if tp > 1 and built_tp:
+                res = measure_in_child(args, model_dir, tp, mode)
+            else:
+                res = measure(model_dir, tp, args.num_requests, equality, mode, not args.skip_offline,
+                              args.dump_after)
+            built_tp |= tp > 1
+            if res is not None:
+                results.append(res)
             save_partial()
     pool = results + (json.loads(args.reference.read_text())["results"] if args.reference else [])
     ref = next((r for r in pool if r["tp"] == 1), None)

@@ -5,10 +5,11 @@
 For each row count (decode batch) a chain of 64 calls, as a decode step of an
 8B model makes, is captured in one CUDA graph: each call sums every rank's
 partial rows, adds the previous call's residual and normalizes, with the
-parity alternating as in the decoder. Three chains: the fused kernel
-(parallel/reduce_norm.py), the one-shot all-reduce followed by the compiled
-add+norm (what the worker ran before), and the one-shot all-reduce alone.
-Microseconds per call. The fused chain's last residual must equal, bit for
+parity alternating as in the decoder. Four chains: the fused kernel
+(parallel/reduce_norm.py), its push variant (where the rows fit its slot), the
+one-shot all-reduce followed by the compiled add+norm (what the worker ran
+before), and the one-shot all-reduce alone. Microseconds per call. Each fused
+chain's last residual must equal, bit for
 bit, the chain recomputed from the gathered partials summed in rank order in
 float32, and every rank must hold the same residual. The normed rows go through
 two bf16 roundings (the normalized value, then its product with the weight)
@@ -35,7 +36,7 @@ from fms_worker.parallel.reduce_norm import AllReduceAddNorm  # noqa: E402
 
 HIDDEN, EPS = 4096, 1e-5
 ROWS = [1, 4, 8, 16, 32, 64, 256]
-CHECK_ROWS = [1, 3, 130, 256]  # 130: two rows for some programs (128 programs at most)
+CHECK_ROWS = [1, 3, 32, 130, 256]  # 130: two rows for some programs (128 programs at most)
 
 
 def _reference(parts: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor):
@@ -58,8 +59,9 @@ def _rank(rank: int, world: int, port: int, out_path: str | None, check_only: bo
     dtype = torch.bfloat16
     max_bytes = max(ROWS + CHECK_ROWS) * HIDDEN * dtype.itemsize
     one_shot = OneShotAllReduce.create(dist.group.WORLD, device, dtype, max_bytes)
-    fused_op = AllReduceAddNorm.create(dist.group.WORLD, device, dtype, max_bytes)
-    assert one_shot is not None and fused_op is not None, "symmetric memory rendezvous failed"
+    pull_op = AllReduceAddNorm.create(dist.group.WORLD, device, dtype, max_bytes)
+    push_op = AllReduceAddNorm.create(dist.group.WORLD, device, dtype, max_bytes, push=True)
+    assert None not in (one_shot, pull_op, push_op), "symmetric memory rendezvous failed"
     fused.enable()
     g = torch.Generator(device=device).manual_seed(1234)
     weight = (1 + 0.1 * torch.randn(HIDDEN, device=device, generator=g)).to(dtype)  # same on every rank
@@ -69,11 +71,13 @@ def _rank(rank: int, world: int, port: int, out_path: str | None, check_only: bo
                         ).to(dtype)
         res0 = torch.randn(rows, HIDDEN, device=device, generator=g).to(dtype)
 
-        def fused_chain():
-            normed, residual = None, res0
-            for i in range(CHAIN):
-                normed, residual = fused_op(x, residual, weight, EPS, i % 2)
-            return normed, residual
+        def fused_chain(op):
+            def chain():
+                normed, residual = None, res0
+                for i in range(CHAIN):
+                    normed, residual = op(x, residual, weight, EPS, i % 2)
+                return normed, residual
+            return chain
 
         def unfused_chain():
             normed, residual = None, res0
@@ -87,20 +91,24 @@ def _rank(rank: int, world: int, port: int, out_path: str | None, check_only: bo
                 y = one_shot(x)
             return y
 
-        us, (normed, residual) = time_graph(fused_chain)  # outputs as the last replay left them
-        row = {"rows": rows, "fused_us": us}
         parts = [torch.empty_like(x) for _ in range(world)]
         dist.all_gather(parts, x)
         ref_normed, ref_residual = _reference(torch.stack(parts), res0, weight)
-        residuals = [torch.empty_like(residual) for _ in range(world)]
-        dist.all_gather(residuals, residual)
-        step = ref_normed.float().abs().clamp_min(1e-3) / 128  # a bf16 step at the reference's magnitude
-        steps = ((normed.float() - ref_normed.float()).abs() / step).max().item()
-        row |= {"residual_exact": bool(torch.equal(residual, ref_residual)),
-                "ranks_equal": all(torch.equal(r, residuals[0]) for r in residuals),
-                "normed_max_steps": steps, "normed_within_two_steps": steps <= 2}
-        if not all(row[k] for k in ("residual_exact", "ranks_equal", "normed_within_two_steps")):
-            failures.append(row)
+        row = {"rows": rows}
+        for name, op in (("fused", pull_op), ("push", push_op)):
+            if x.numel() > op.capacity:  # a push slot is a world-th of the buffer
+                continue
+            us, (normed, residual) = time_graph(fused_chain(op))  # outputs as the last replay left them
+            residuals = [torch.empty_like(residual) for _ in range(world)]
+            dist.all_gather(residuals, residual)
+            step = ref_normed.float().abs().clamp_min(1e-3) / 128  # a bf16 step at the reference's magnitude
+            steps = ((normed.float() - ref_normed.float()).abs() / step).max().item()
+            checks = {f"{name}_residual_exact": bool(torch.equal(residual, ref_residual)),
+                      f"{name}_ranks_equal": all(torch.equal(r, residuals[0]) for r in residuals),
+                      f"{name}_normed_within_two_steps": steps <= 2}
+            row |= {f"{name}_us": us, f"{name}_normed_max_steps": steps, **checks}
+            if not all(checks.values()):
+                failures.append(row)
         if not check_only:
             row["one_shot_add_norm_us"] = time_graph(unfused_chain)[0]
             row["one_shot_only_us"] = time_graph(one_shot_chain)[0]

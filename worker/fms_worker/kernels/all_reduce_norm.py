@@ -20,6 +20,10 @@ rows, so calls alternate between two halves of the buffer (`parity`): the
 attention's reduction uses one, the MLP's the other. By the time a rank writes
 a half again, every peer has signalled in the call between, which it does
 only after finishing the call that read that half.
+
+`push` (an experiment, `FMS_FUSED_NORM=push`): step 1 writes this rank's rows
+into its slot of every rank's half instead, and step 3 reads them all from the
+rank's own buffer, which trades the reads over NVLink for posted writes.
 """
 
 from __future__ import annotations
@@ -33,9 +37,9 @@ MAX_PROGRAMS = tl.constexpr(128)  # signal slots: 2 halves x MAX_PROGRAMS x worl
 
 @triton.jit
 def _reduce_add_norm(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, buf_ptrs, sig_ptrs,
-                     rank, rows, hidden, half_elems, eps, programs,
+                     rank, rows, hidden, half_elems, slot_elems, eps, programs,
                      PARITY: tl.constexpr, WORLD: tl.constexpr, WORLD_P2: tl.constexpr, ITERS: tl.constexpr,
-                     BLOCK: tl.constexpr):
+                     PUSH: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     mask = cols < hidden
@@ -45,7 +49,14 @@ def _reduce_add_norm(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, buf_ptrs, sig_
     for i in tl.static_range(ITERS):  # rows pid, pid + programs, ...
         row = pid + i * programs
         m = mask & (row < rows)
-        tl.store(own + row * hidden + cols, tl.load(x_ptr + row * hidden + cols, mask=m), mask=m)
+        xr = tl.load(x_ptr + row * hidden + cols, mask=m)
+        if PUSH:  # into this rank's slot of every rank's half: the reads below stay local
+            for q in tl.static_range(WORLD):
+                base = tl.load(buf_ptrs + q).to(tl.pointer_type(dtype))
+                dst = tl.multiple_of(base + half + rank * slot_elems, 16)
+                tl.store(dst + row * hidden + cols, xr, mask=m)
+        else:
+            tl.store(own + row * hidden + cols, xr, mask=m)
     tl.debug_barrier()
     # Flags: slot (parity, program, sender) of each receiver's pad. All peers at once, one thread each.
     peers = tl.arange(0, WORLD_P2)
@@ -66,8 +77,11 @@ def _reduce_add_norm(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, buf_ptrs, sig_
         m = mask & (row < rows)
         acc = tl.zeros([BLOCK], dtype=tl.float32)
         for q in tl.static_range(WORLD):
-            peer = tl.multiple_of(tl.load(buf_ptrs + q).to(tl.pointer_type(dtype)) + half, 16)
-            acc += tl.load(peer + row * hidden + cols, mask=m, other=0.0, cache_modifier=".cg").to(tl.float32)
+            if PUSH:  # rank q's rows, which it wrote into this rank's buffer
+                src = own + q * slot_elems
+            else:  # rank q's rows in its own buffer, over NVLink
+                src = tl.multiple_of(tl.load(buf_ptrs + q).to(tl.pointer_type(dtype)) + half, 16)
+            acc += tl.load(src + row * hidden + cols, mask=m, other=0.0, cache_modifier=".cg").to(tl.float32)
         res = tl.load(res_ptr + row * hidden + cols, mask=m, other=0.0)
         # the all-reduce's rounding, then x + residual rounded as torch adds them
         r = (acc.to(dtype).to(tl.float32) + res.to(tl.float32)).to(dtype)
@@ -82,22 +96,29 @@ def grid_size(rows: int) -> int:
     return min(rows, MAX_PROGRAMS.value)
 
 
+def slot_size(half_elems: int, world: int, push: bool) -> int:
+    """Elements a rank's rows may take: the half, or (push) its world-th part, 16-byte aligned."""
+    return (half_elems // world) // 64 * 64 if push else half_elems
+
+
 def reduce_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float,
                         buf_ptrs: torch.Tensor, sig_ptrs: torch.Tensor, rank: int, world: int,
-                        half_elems: int, parity: int) -> tuple[torch.Tensor, torch.Tensor]:
+                        half_elems: int, parity: int, push: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(normed, new residual) of sum over ranks of x, plus residual. x, residual: [rows, hidden], contiguous.
     buf_ptrs / sig_ptrs: int64 tensors of every rank's buffer and signal-pad addresses (on x's device);
-    each buffer holds two halves of `half_elems` elements of x's dtype."""
+    each buffer holds two halves of `half_elems` elements of x's dtype. push: each rank writes its rows into
+    every rank's half (one slot per rank) and reads only its own buffer, instead of reading the peers'."""
     rows, hidden = x.shape
-    if rows * hidden > half_elems:
-        raise ValueError(f"{rows} x {hidden} values exceed the buffer half of {half_elems}")
+    slot = slot_size(half_elems, world, push)
+    if rows * hidden > slot:
+        raise ValueError(f"{rows} x {hidden} values exceed the buffer {'slot' if push else 'half'} of {slot}")
     out, res_out = torch.empty_like(x), torch.empty_like(residual)
     if rows == 0:
         return out, res_out
     block = triton.next_power_of_2(hidden)
     grid = grid_size(rows)
     _reduce_add_norm[(grid,)](x, residual, weight, out, res_out, buf_ptrs, sig_ptrs, rank, rows, hidden,
-                              half_elems, eps, grid, PARITY=parity, WORLD=world,
-                              WORLD_P2=triton.next_power_of_2(world), ITERS=triton.cdiv(rows, grid), BLOCK=block,
-                              num_warps=max(1, min(16, block // 256)))
+                              half_elems, slot, eps, grid, PARITY=parity, WORLD=world,
+                              WORLD_P2=triton.next_power_of_2(world), ITERS=triton.cdiv(rows, grid), PUSH=push,
+                              BLOCK=block, num_warps=max(1, min(16, block // 256)))
     return out, res_out

@@ -33,7 +33,7 @@ import torch.distributed as dist
 from fms_worker.parallel.command_channel import CommandChannel
 from fms_worker.parallel.one_shot import MAX_BYTES, OneShotAllReduce
 from fms_worker.parallel.reduce_norm import AllReduceAddNorm
-from fms_worker.parallel.reduce_norm import enabled_by_env as reduce_norm_enabled
+from fms_worker.parallel.reduce_norm import mode_from_env as reduce_norm_mode
 from fms_worker.parallel.state import ParallelState, get_parallel_state, set_parallel_state
 
 log = logging.getLogger(__name__)
@@ -206,13 +206,14 @@ def enable_one_shot_all_reduce(groups: Groups, dtype: torch.dtype, max_bytes: in
         return False
     max_bytes = max(max_bytes, MAX_BYTES)
     one_shot = OneShotAllReduce.create(state.group, groups.device, dtype, max_bytes)
-    reduce_norm = AllReduceAddNorm.create(state.group, groups.device, dtype, max_bytes) \
-        if one_shot is not None and reduce_norm_enabled() else None
+    mode = reduce_norm_mode()
+    reduce_norm = AllReduceAddNorm.create(state.group, groups.device, dtype, max_bytes, push=mode == "push") \
+        if one_shot is not None and mode is not None else None
     set_parallel_state(replace(state, one_shot=one_shot, reduce_norm=reduce_norm))
     if one_shot is not None:
         log.info("tensor-parallel all-reduces up to %d KiB: one-shot over symmetric memory%s",
                  one_shot.buffer.numel() * dtype.itemsize // 1024,
-                 ", fused with the decoder's add+norm" if reduce_norm is not None else "")
+                 f", fused with the decoder's add+norm ({mode})" if reduce_norm is not None else "")
     return one_shot is not None
 
 

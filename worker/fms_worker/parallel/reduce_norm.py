@@ -5,7 +5,8 @@ sums straight to the next norm; where this is on, the norm's kernel does the
 all-reduce too. Same limits as the one-shot all-reduce (parallel/one_shot.py):
 CUDA, one pipeline stage, messages up to the largest decode graph's. Larger
 messages (long prefills) keep the all-reduce and the compiled add+norm.
-`FMS_FUSED_NORM=0` in the worker's environment turns it off.
+`FMS_FUSED_NORM=0` in the worker's environment turns it off; `FMS_FUSED_NORM=push`
+selects the kernel's push variant (an experiment, not yet measured on a GPU).
 """
 
 from __future__ import annotations
@@ -27,19 +28,25 @@ def max_rows(world: int) -> int:
     return max(1, 128 // world ** 2)
 
 
-def enabled_by_env() -> bool:
-    return os.environ.get(ENV_SWITCH, "1") != "0"
+def mode_from_env() -> str | None:
+    """None (off), "pull" (the default) or "push"."""
+    value = os.environ.get(ENV_SWITCH, "1")
+    return None if value == "0" else "push" if value == "push" else "pull"
 
 
 class AllReduceAddNorm:
-    def __init__(self, buffer: torch.Tensor, buf_ptrs: torch.Tensor, sig_ptrs: torch.Tensor, rank: int, world: int):
+    def __init__(self, buffer: torch.Tensor, buf_ptrs: torch.Tensor, sig_ptrs: torch.Tensor, rank: int, world: int,
+                 push: bool = False):
+        from fms_worker.kernels.all_reduce_norm import slot_size
+
         self.buffer, self.buf_ptrs, self.sig_ptrs = buffer, buf_ptrs, sig_ptrs  # buffer: symmetric, two halves
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.push = rank, world, push
         self.half = buffer.numel() // 2
+        self.capacity = slot_size(self.half, world, push)  # values of one call
         self.max_rows = max_rows(world)
 
     @classmethod
-    def create(cls, group, device: torch.device, dtype: torch.dtype, max_bytes: int):
+    def create(cls, group, device: torch.device, dtype: torch.dtype, max_bytes: int, push: bool = False):
         """A collective over `group` (every rank must call it); None where symmetric memory is unavailable."""
         if device.type != "cuda":
             return None
@@ -59,15 +66,15 @@ class AllReduceAddNorm:
         except Exception as exc:  # noqa: BLE001 - optional fast path; all-reduce + add+norm stays correct
             log.warning("fused all-reduce + RMSNorm unavailable: %s", exc)
             return None
-        return cls(buffer, *ptrs, handle.rank, handle.world_size)
+        return cls(buffer, *ptrs, handle.rank, handle.world_size, push)
 
     def fits(self, x: torch.Tensor) -> bool:
         return (x.is_cuda and x.dtype == self.buffer.dtype and x.dim() == 2 and x.shape[0] <= self.max_rows
-                and x.numel() <= self.half)
+                and x.numel() <= self.capacity)
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float,
                  parity: int) -> tuple[torch.Tensor, torch.Tensor]:
         from fms_worker.kernels.all_reduce_norm import reduce_add_rms_norm
 
         return reduce_add_rms_norm(x.contiguous(), residual.contiguous(), weight, eps, self.buf_ptrs, self.sig_ptrs,
-                                   self.rank, self.world, self.half, parity)
+                                   self.rank, self.world, self.half, parity, self.push)

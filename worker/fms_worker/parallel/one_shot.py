@@ -27,6 +27,21 @@ log = logging.getLogger(__name__)
 MAX_BYTES = 512 * 1024  # the smallest buffer; the worker grows it to its largest decode graph's message
 
 
+def symmetric_buffer(group, device: torch.device, numel: int, dtype: torch.dtype, unavailable: str):
+    """(buffer of `numel` values in PyTorch symmetric memory, its rendezvous handle over `group`): a collective,
+    every rank calls it. None off CUDA, or where symmetric memory fails (logged after `unavailable`)."""
+    if device.type != "cuda":
+        return None
+    try:
+        import torch.distributed._symmetric_memory as symm_mem
+
+        buffer = symm_mem.empty(numel, dtype=dtype, device=device)
+        return buffer, symm_mem.rendezvous(buffer, group)
+    except Exception as exc:  # noqa: BLE001 - optional fast paths; NCCL and the compiled kernels stay correct
+        log.warning("%s: %s", unavailable, exc)
+        return None
+
+
 class OneShotAllReduce:
     def __init__(self, buffer: torch.Tensor, group_name: str):
         self.buffer, self.group_name = buffer, group_name  # buffer: symmetric, [max_bytes / itemsize]
@@ -34,17 +49,9 @@ class OneShotAllReduce:
     @classmethod
     def create(cls, group, device: torch.device, dtype: torch.dtype, max_bytes: int = MAX_BYTES):
         """A collective over `group` (every rank must call it); None where symmetric memory is unavailable."""
-        if device.type != "cuda":
-            return None
-        try:
-            import torch.distributed._symmetric_memory as symm_mem
-
-            buffer = symm_mem.empty(max_bytes // dtype.itemsize, dtype=dtype, device=device)
-            symm_mem.rendezvous(buffer, group)
-        except Exception as exc:  # noqa: BLE001 - optional fast path; NCCL stays correct
-            log.warning("one-shot all-reduce unavailable, using NCCL for every all-reduce: %s", exc)
-            return None
-        return cls(buffer, group.group_name)
+        made = symmetric_buffer(group, device, max_bytes // dtype.itemsize, dtype,
+                                "one-shot all-reduce unavailable, using NCCL for every all-reduce")
+        return cls(made[0], group.group_name) if made is not None else None
 
     def fits(self, x: torch.Tensor) -> bool:
         return (x.is_cuda and x.dtype == self.buffer.dtype and x.numel() <= self.buffer.numel()

@@ -16,6 +16,8 @@ import os
 
 import torch
 
+from fms_worker.parallel.one_shot import symmetric_buffer
+
 log = logging.getLogger(__name__)
 
 ENV_SWITCH = "FMS_FUSED_NORM"
@@ -37,35 +39,33 @@ def mode_from_env() -> str | None:
 class AllReduceAddNorm:
     def __init__(self, buffer: torch.Tensor, buf_ptrs: torch.Tensor, sig_ptrs: torch.Tensor, rank: int, world: int,
                  push: bool = False):
-        from fms_worker.kernels.all_reduce_norm import slot_size
+        from fms_worker.kernels.all_reduce_norm import reduce_add_rms_norm, slot_size
 
         self.buffer, self.buf_ptrs, self.sig_ptrs = buffer, buf_ptrs, sig_ptrs  # buffer: symmetric, two halves
         self.rank, self.world, self.push = rank, world, push
         self.half = buffer.numel() // 2
         self.capacity = slot_size(self.half, world, push)  # values of one call
         self.max_rows = max_rows(world)
+        self._kernel = reduce_add_rms_norm
 
     @classmethod
     def create(cls, group, device: torch.device, dtype: torch.dtype, max_bytes: int, push: bool = False):
         """A collective over `group` (every rank must call it); None where symmetric memory is unavailable."""
-        if device.type != "cuda":
+        half = -(-max_bytes // dtype.itemsize // 64) * 64  # 16-byte aligned halves (the kernel assumes so)
+        unavailable = "fused all-reduce + RMSNorm unavailable"
+        made = symmetric_buffer(group, device, 2 * half, dtype, unavailable)
+        if made is None:
             return None
-        try:
-            import torch.distributed._symmetric_memory as symm_mem
+        buffer, handle = made
+        import torch.distributed._symmetric_memory as symm_mem
 
-            from fms_worker.kernels.all_reduce_norm import MAX_PROGRAMS
+        from fms_worker.kernels.all_reduce_norm import MAX_PROGRAMS
 
-            half = -(-max_bytes // dtype.itemsize // 64) * 64  # 16-byte aligned halves (the kernel assumes so)
-            buffer = symm_mem.empty(2 * half, dtype=dtype, device=device)
-            handle = symm_mem.rendezvous(buffer, group)
-            need = 2 * MAX_PROGRAMS.value * handle.world_size * 4
-            if symm_mem.get_signal_pad_size() < need:
-                raise RuntimeError(f"signal pads of {symm_mem.get_signal_pad_size()} bytes, {need} needed")
-            ptrs = [torch.tensor(p, dtype=torch.int64, device=device)
-                    for p in (handle.buffer_ptrs, handle.signal_pad_ptrs)]
-        except Exception as exc:  # noqa: BLE001 - optional fast path; all-reduce + add+norm stays correct
-            log.warning("fused all-reduce + RMSNorm unavailable: %s", exc)
+        need = 2 * MAX_PROGRAMS.value * handle.world_size * 4
+        if symm_mem.get_signal_pad_size() < need:
+            log.warning("%s: signal pads of %d bytes, %d needed", unavailable, symm_mem.get_signal_pad_size(), need)
             return None
+        ptrs = [torch.tensor(p, dtype=torch.int64, device=device) for p in (handle.buffer_ptrs, handle.signal_pad_ptrs)]
         return cls(buffer, *ptrs, handle.rank, handle.world_size, push)
 
     def fits(self, x: torch.Tensor) -> bool:
@@ -74,7 +74,5 @@ class AllReduceAddNorm:
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float,
                  parity: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from fms_worker.kernels.all_reduce_norm import reduce_add_rms_norm
-
-        return reduce_add_rms_norm(x.contiguous(), residual.contiguous(), weight, eps, self.buf_ptrs, self.sig_ptrs,
-                                   self.rank, self.world, self.half, parity, self.push)
+        return self._kernel(x.contiguous(), residual.contiguous(), weight, eps, self.buf_ptrs, self.sig_ptrs,
+                            self.rank, self.world, self.half, parity, self.push)

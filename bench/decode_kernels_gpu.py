@@ -10,10 +10,12 @@
   and 256);
 - paged attention of a decode step as a CUDA graph captures it (splits sized for the longest context), at a
   few contexts, optionally against an earlier version of the kernel's module (`--attention-baseline FILE`);
+- a decode step's rotary, cache write and attention: rope_cache then the attention kernel (two launches, plus
+  the split merge) against the attention kernel rotating and storing the new tokens itself (`rope-attention`);
 - the same int4 weights through GemLite's Triton kernels (`gemlite` on PyPI, its default kernel choice per row
   count), against ours and cuBLAS bf16 (this section needs `pip install gemlite`; nothing else here does).
 
-    python3 bench/decode_kernels_gpu.py [--sections int8 rope int4 gemlite attention] [--attention-baseline FILE] [--out decode_kernels.json]
+    python3 bench/decode_kernels_gpu.py [--sections int8 rope int4 gemlite attention rope-attention] [--attention-baseline FILE] [--out decode_kernels.json]
     (from the repository root)
 """
 
@@ -173,6 +175,44 @@ def attention_rows(dev, baseline: str | None) -> list[dict]:
     return rows
 
 
+def rope_attention_rows(dev) -> list[dict]:
+    """rope_cache + paged attention vs paged attention given the new tokens (NewTokens), 8B heads per GPU at TP=1
+    (32 query / 8 KV) and TP=2 (16 / 4), splits as a graph captured for a 4,096-token model length has them."""
+    import attention_gpu as ag
+
+    rows = []
+    d, page = 128, 16
+    rotary = RotaryEmbedding(d, 131072, 500000.0, None)
+    cos, sin = rotary.cos.to(dev), rotary.sin.to(dev)
+    for b, ctx, h, hkv in ((1, 384, 32, 8), (1, 2048, 32, 8), (1, 384, 16, 4), (64, 1024, 32, 8)):
+        blocks = -(-(ctx + 1) // page)
+        cache = torch.randn(2, b * blocks * page, hkv, d, device=dev, dtype=torch.bfloat16)
+        table = torch.arange(b * blocks, device=dev, dtype=torch.int32).view(b, blocks)
+        sl = torch.full((b,), ctx + 1, device=dev, dtype=torch.int32)
+        qs = torch.arange(b + 1, device=dev, dtype=torch.int32)
+        pos = (sl - 1).long()
+        slots = table[:, -1].long() * page + pos % page
+        qkv = torch.randn(b, h + 2 * hkv, d, device=dev, dtype=torch.bfloat16)
+        q, k, v = qkv[:, :h], qkv[:, h:h + hkv], qkv[:, h + hkv:]
+        kc, vc = (c.view(-1, page, hkv, d) for c in cache)
+        splits = ag.pa.num_splits_for(b, hkv, 4096)
+        out = torch.empty_like(q)
+
+        def two():
+            rope_cache(q, k, v, cache[0], cache[1], slots, pos, cos, sin)
+            ag.pa.paged_attention(q, kc, vc, table, sl, qs, d ** -0.5, max_q_len=1, num_splits=splits, out=out)
+
+        new = ag.pa.NewTokens(k, v, slots, cos, sin)
+        row = dict(batch=b, context=ctx, heads=h, kv_heads=hkv, splits=splits, two_kernels_us=graph_us(two),
+                   fused_us=graph_us(lambda: ag.pa.paged_attention(q, kc, vc, table, sl, qs, d ** -0.5, max_q_len=1,
+                                                                   num_splits=splits, out=out, new=new)))
+        rows.append(row)
+        print(f"rotary + cache write + attention, batch {b}, context {ctx}, {h}/{hkv} heads, {splits} splits: "
+              f"rope_cache + attention {row['two_kernels_us']:6.1f} us, in one kernel {row['fused_us']:6.1f} us",
+              flush=True)
+    return rows
+
+
 def gated_row(dev) -> dict:
     n, k = 14336, 4096
     q = torch.randint(-127, 128, (2 * n, k), device=dev, dtype=torch.int8)
@@ -213,7 +253,7 @@ def rope_row(dev, t: int = 1) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out")
-    ap.add_argument("--sections", nargs="+", default=["int8", "rope", "int4"], choices=["int8", "rope", "int4", "gemlite", "attention"])
+    ap.add_argument("--sections", nargs="+", default=["int8", "rope", "int4"], choices=["int8", "rope", "int4", "gemlite", "attention", "rope-attention"])
     ap.add_argument("--attention-baseline", help="an earlier paged_attention.py to time beside the current one")
     args = ap.parse_args()
     dev = torch.device("cuda")
@@ -227,6 +267,8 @@ def main() -> None:
         out["int4"] = int4_rows(dev)
     if "attention" in args.sections:
         out["attention"] = attention_rows(dev, args.attention_baseline)
+    if "rope-attention" in args.sections:
+        out["rope_attention"] = rope_attention_rows(dev)
     if "gemlite" in args.sections:
         out["gemlite"] = gemlite_rows(dev)
     if args.out:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fms_worker.kernels.paged_attention import num_splits_for, paged_attention, paged_attention_ref
+from fms_worker.kernels.paged_attention import NewTokens, num_splits_for, paged_attention, paged_attention_ref
+from fms_worker.kernels.rope_cache import rope_cache
+from fms_worker.layers.rotary import RotaryEmbedding
 
 pytestmark = pytest.mark.gpu
 
@@ -88,6 +90,52 @@ def test_split_decode_in_a_cuda_graph():
         ref = paged_attention_ref(q, k, v, table, sl, qs, 128 ** -0.5)
         err = (out.float() - ref.float()).norm() / ref.float().norm()
         assert err < 1e-2, (lens, err)
+
+
+@pytest.mark.parametrize("cache", ["bf16", "e4m3"])
+@pytest.mark.parametrize("splits", [1, 32])
+def test_decode_rotates_and_stores_new_tokens(cache, splits):
+    """The decode kernel handed its new tokens unrotated (NewTokens) against rope_cache then the kernel: the
+    same cache bytes and, up to the new key's score being summed in another order, the same output; inside a
+    CUDA graph, over contexts that change between replays (the graph's 32 splits at batch 1)."""
+    heads, kv, d, page = 32, 8, 128, 16
+    q0, k_cache, v_cache, table, sl, qs = _case([1, 1, 1], [2048, 2048, 2048], heads, kv, seed=11)
+    ks = vs = 1.0
+    if cache == "e4m3":
+        ks = vs = 0.05
+        k_cache, v_cache = (k_cache.float() / ks).to(torch.float8_e4m3fn), (v_cache.float() / vs).to(torch.float8_e4m3fn)
+    g = torch.Generator(device="cuda").manual_seed(3)
+    qkv = torch.randn(3, heads + 2 * kv, d, generator=g, device="cuda").bfloat16()
+    q, k, v = qkv[:, :heads], qkv[:, heads:heads + kv], qkv[:, heads + kv:]
+    rot = RotaryEmbedding(d, 4096, 500000.0)
+    rot.cos, rot.sin = rot.cos.cuda(), rot.sin.cuda()
+    slots = torch.zeros(3, dtype=torch.long, device="cuda")
+    out = torch.empty_like(q)
+    kc, vc = k_cache.clone(), v_cache.clone()
+    run = lambda: paged_attention(q, kc, vc, table, sl, qs, d ** -0.5, max_q_len=1, num_splits=splits, out=out,  # noqa: E731
+                                  k_scale=ks, v_scale=vs, new=NewTokens(k, v, slots, rot.cos, rot.sin))
+    run()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    for lens in ([2048, 1, 700], [17, 300, 64], [65, 2000, 1024]):
+        sl.copy_(torch.tensor(lens, dtype=torch.int32))
+        pos = sl.long() - 1
+        slots.copy_(torch.stack([table[i, p // page].long() * page + p % page for i, p in enumerate(pos.tolist())]))
+        kc.copy_(k_cache)
+        vc.copy_(v_cache)
+        out.fill_(float("nan"))
+        graph.replay()
+        kr, vr, qr = k_cache.clone(), v_cache.clone(), q.clone()
+        rope_cache(qr, k, v, kr.view(-1, kv, d), vr.view(-1, kv, d), slots, pos, rot.cos, rot.sin, ks, vs)
+        ref = paged_attention(qr, kr, vr, table, sl, qs, d ** -0.5, max_q_len=1, num_splits=splits,
+                              k_scale=ks, v_scale=vs)
+        assert torch.equal(kc.view(torch.uint8), kr.view(torch.uint8)) and torch.equal(vc.view(torch.uint8), vr.view(torch.uint8)), lens
+        err = (out.float() - ref.float()).norm() / ref.float().norm()
+        assert err < 1e-2, (lens, err)
+        assert (out.float() - ref.float()).abs().max() < 0.02 * ref.float().abs().max(), lens
+    assert torch.equal(q, qkv[:, :heads])  # q is rotated in registers, not in place
 
 
 def test_split_choice_fills_gpu():

@@ -320,6 +320,11 @@ def test_gemv16(w, dtype, monkeypatch):
     assert _rel(layer(x), F.silu(gate) * up) < 0.01
     # more rows: cuBLAS and the activation, as without the switch
     assert _rel(layer(x.expand(3, -1).contiguous()), (F.silu(gate) * up).expand(3, -1)) < 0.01
+    # float32 out (the LM head's logits): the accumulator unrounded, so nearer the float32 product than a
+    # bf16 result can be
+    exact = x.float() @ w16.float().t()
+    y32 = km.gemv16(x, w16, out_dtype=torch.float32)
+    assert y32.dtype == torch.float32 and (y32 - exact).abs().max() < 1e-3 * exact.abs().max()
 
 
 def test_sparse24(w):

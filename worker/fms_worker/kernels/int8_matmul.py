@@ -338,14 +338,15 @@ def gemv16_supported(x: torch.Tensor, w: torch.Tensor) -> bool:
 
 
 def gemv16(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, *, config: dict | None = None,
-           gated: bool = False) -> torch.Tensor:
+           gated: bool = False, out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """y [1, N] = x [1, K] @ w.T (+ bias) for 16-bit weights w [N, K], by the int8 GEMV without scales; gated: w
-    [2N, K] holds gate then up rows and y = silu(gate) * up (no bias). `config` (tests): a `gemv16_configs` entry."""
+    [2N, K] holds gate then up rows and y = silu(gate) * up (no bias). `config` (tests): a `gemv16_configs` entry.
+    `out_dtype` float32 keeps the accumulator unrounded (the LM head's logits)."""
     m, k = x.shape
     n = w.shape[0] // 2 if gated else w.shape[0]
     if m != GEMV_MAX_M or w.shape[1] != k or (gated and (bias is not None or w.shape[0] % 2)):
         raise ValueError(f"gemv16: x {tuple(x.shape)}, w {tuple(w.shape)}, gated {gated}, bias {bias is not None}")
-    y = torch.empty(1, n, dtype=x.dtype, device=x.device)
+    y = torch.empty(1, n, dtype=out_dtype or x.dtype, device=x.device)
     args = (x, w, w, bias if bias is not None else w, y, n, k, w.stride(0))
     _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, SCALED=False), config,
               _gemv16_gated_tuned if gated else _gemv16_tuned)

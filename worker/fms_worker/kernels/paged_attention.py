@@ -20,13 +20,25 @@ batch-1 decode still fills the GPU. The softmax runs in base 2; a cache's scales
 (fp8: stored = value / scale) act once, on the scores' scale and on the output,
 not on every key and value; an fp8 (e4m3) cache's dots run in fp16, to which
 e4m3 converts exactly.
+
+A decode step (one new token per sequence) may also hand the kernel its new
+token unrotated (`NewTokens`): each program then rotates its query heads and the
+new key in registers, the program whose key split holds the last position
+writes the key and value into the cache, and the new key joins the softmax from
+registers, not from the cache. That replaces kernels/rope_cache.py's launch per
+layer at decode with the same numbers: cos and sin rounded to the model dtype,
+float32 arithmetic, the key rounded (and for an fp8 cache scaled and clamped) as
+stored.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+
+from fms_worker.quantization.fp8 import FP8_MAX
 
 try:
     import triton
@@ -58,7 +70,24 @@ def paged_attention_ref(q, k_cache, v_cache, block_tables, seq_lens, query_start
     return out
 
 
+@dataclass
+class NewTokens:
+    """A decode step's new token per sequence, before the rotary embedding, for the kernel to rotate and store.
+
+    k, v [T, Hkv, D] views with a contiguous last dim (the fused QKV output); slots [T]; cos, sin [P, D] in the
+    rotate-half layout (both halves of a row equal). A token's position is its sequence's length before it
+    (seq_lens - 1), as the runner's decode inputs have it, so the kernel reads no positions: one dependent load
+    fewer ahead of its key loop."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    slots: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+
 if triton is not None:
+    from fms_worker.kernels.rope_cache import _to_cache
 
     @triton.jit
     def _paged_attn_kernel(
@@ -68,8 +97,10 @@ if triton is not None:
         stride_qt, stride_qh, stride_ot, stride_oh, stride_os,
         stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
         stride_bt, stride_lt, stride_lh,
+        KN, VN, SLOT, COS, SIN, stride_knt, stride_knh, stride_vnt, stride_vnh, stride_p,
         GROUP: tl.constexpr, PAGE: tl.constexpr, HEAD_DIM: tl.constexpr, FP8_CACHE: tl.constexpr,
         BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
+        NEW_KV: tl.constexpr = False, FP8_MAX: tl.constexpr = 448.0,
     ):
         LN2: tl.constexpr = 0.6931471805599453
         qk_scale = scale * k_scale * 1.4426950408889634  # scores in base 2: exp2 instead of exp
@@ -90,8 +121,25 @@ if triton is not None:
         row_ok = (q_pos < q_len) & (rows < BLOCK_Q * GROUP)
         abs_pos = ctx + q_pos
         d = tl.arange(0, HEAD_DIM)
-        q = tl.load(Q + (q_start + q_pos)[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :],
-                    mask=row_ok[:, None], other=0.0)
+        q_ptr = Q + (q_start + q_pos)[:, None] * stride_qt + head[:, None] * stride_qh
+        q = tl.load(q_ptr + d[None, :], mask=row_ok[:, None], other=0.0)
+        if NEW_KV:  # decode: rotate q and the new key here (rotate-half: d pairs with d +- HEAD_DIM / 2)
+            HALF: tl.constexpr = HEAD_DIM // 2
+            dt = Q.dtype.element_ty
+            pos = (seq_len - 1).to(tl.int64)  # a decode token's position: the keys before it
+            partner = ((d + HALF) % HEAD_DIM)[None, :]
+            lower = (d < HALF)[None, :]
+            # the new key and value: loaded first, used after the key loop (which their latency overlaps)
+            k_ptr = KN + q_start * stride_knt + kvh * stride_knh
+            kf = tl.load(k_ptr + d[None, :])
+            kp = tl.load(k_ptr + partner)
+            vf = tl.load(VN + q_start * stride_vnt + kvh * stride_vnh + d[None, :])
+            slot_new = tl.load(SLOT + q_start).to(tl.int64)
+            qp = tl.load(q_ptr + partner, mask=row_ok[:, None], other=0.0).to(tl.float32)
+            cs = tl.load(COS + pos * stride_p + d % HALF).to(dt).to(tl.float32)[None, :]
+            sn = tl.load(SIN + pos * stride_p + d % HALF).to(dt).to(tl.float32)[None, :]
+            qf = q.to(tl.float32)
+            q = tl.where(lower, qf * cs - qp * sn, qf * cs + qp * sn).to(dt)
         if FP8_CACHE:  # the dots run in fp16, to which e4m3 converts exactly in one instruction a pair
             q = tl.clamp(q.to(tl.float32), -65504.0, 65504.0).to(tl.float16)
 
@@ -99,6 +147,10 @@ if triton is not None:
         seg = tl.cdiv(tl.cdiv(kv_end, NUM_SPLITS), BLOCK_N) * BLOCK_N
         lo = split * seg
         hi = tl.minimum(lo + seg, kv_end)
+        if NEW_KV:  # the new key (position seq_len - 1) joins from registers, after the loop over the cache
+            last = seq_len - 1
+            has_new = (lo <= last) & (last < hi)
+            hi = tl.minimum(hi, last)
 
         m_i = tl.full([BLOCK_M], -1e30, tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -123,6 +175,23 @@ if triton is not None:
             p = tl.exp2(s - m_new[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
+            m_i = m_new
+        if NEW_KV:  # rotate the new key, store it and the value as the cache holds them (its split's program only)
+            kf, kp = kf.to(tl.float32), kp.to(tl.float32)
+            k_new = _to_cache(tl.where(lower, kf * cs - kp * sn, kf * cs + kp * sn), k_scale, K.dtype.element_ty, dt,
+                              FP8_CACHE, FP8_MAX)
+            v_new = _to_cache(vf.to(tl.float32), v_scale, V.dtype.element_ty, dt, FP8_CACHE, FP8_MAX)
+            at = (slot_new // PAGE) * stride_kb + (slot_new % PAGE) * stride_ks + kvh * stride_kh + d[None, :]
+            tl.store(K + at, k_new, mask=has_new & (d < HEAD_DIM)[None, :])
+            at = (slot_new // PAGE) * stride_vb + (slot_new % PAGE) * stride_vs + kvh * stride_vh + d[None, :]
+            tl.store(V + at, v_new, mask=has_new & (d < HEAD_DIM)[None, :])
+            s_new = tl.sum(q.to(tl.float32) * k_new.to(tl.float32), 1) * qk_scale
+            s_new = tl.where(has_new, s_new, float("-inf"))
+            m_new = tl.maximum(m_i, s_new)
+            alpha = tl.exp2(m_i - m_new)
+            p_new = tl.exp2(s_new - m_new)
+            l_i = l_i * alpha + p_new
+            acc = acc * alpha[:, None] + p_new.to(q.dtype).to(tl.float32)[:, None] * v_new.to(tl.float32)
             m_i = m_new
 
         l_safe = tl.where(l_i > 0, l_i, 1.0)
@@ -177,9 +246,12 @@ def config_for(max_q_len: int, num_splits: int) -> dict:
 
 def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start, scale, *, max_q_len: int,
                     num_splits: int = 1, k_scale: float = 1.0, v_scale: float = 1.0, out=None,
-                    config: dict | None = None):
+                    config: dict | None = None, new: NewTokens | None = None):
     """Triton paged attention. `max_q_len` and `num_splits` are host ints (fixed per CUDA graph); `config`
-    (benchmarks, tests) replaces `config_for`'s choice of BLOCK_N, num_warps and num_stages."""
+    (benchmarks, tests) replaces `config_for`'s choice of BLOCK_N, num_warps and num_stages. `new` (decode only):
+    q and the new tokens are unrotated and not yet in the cache; the kernel rotates and stores them."""
+    if new is not None and max_q_len != 1:
+        raise ValueError(f"paged_attention rotates and stores new tokens only at decode (max_q_len 1, got {max_q_len})")
     cfg = config or config_for(max_q_len, num_splits)
     num_tokens, num_heads, head_dim = q.shape
     num_kv = k_cache.shape[2]
@@ -203,9 +275,10 @@ def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start, sc
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         block_tables.stride(0), lse_t.stride(0) if num_splits > 1 else 0, lse_t.stride(1) if num_splits > 1 else 0,
+        *_new_args(new, q),
         GROUP=group, PAGE=k_cache.shape[1], HEAD_DIM=head_dim, FP8_CACHE=k_cache.element_size() == 1,
         BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_N=cfg["BLOCK_N"], NUM_SPLITS=num_splits,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        NEW_KV=new is not None, FP8_MAX=FP8_MAX, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     if num_splits > 1:
         _merge_splits_kernel[(num_tokens, num_heads)](
@@ -213,3 +286,14 @@ def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start, sc
             out.stride(0), out.stride(1), NUM_SPLITS=num_splits, HEAD_DIM=head_dim,
         )
     return out
+
+
+def _new_args(new: NewTokens | None, q: torch.Tensor) -> tuple:
+    """The kernel's KN .. stride_p arguments: the new tokens', or placeholders it does not read."""
+    if new is None:
+        return (q, q, q, q, q, 0, 0, 0, 0, 0)
+    k, v, cos = new.k, new.v, new.cos
+    if k.stride(2) != 1 or v.stride(2) != 1 or cos.stride(1) != 1 or new.sin.stride() != cos.stride() \
+            or cos.shape[1] != q.shape[2] or q.stride(2) != 1:
+        raise ValueError("paged_attention: new tokens need a contiguous head dim and cos/sin rows of that size")
+    return (k, v, new.slots, cos, new.sin, k.stride(0), k.stride(1), v.stride(0), v.stride(1), cos.stride(0))

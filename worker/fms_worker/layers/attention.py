@@ -57,6 +57,12 @@ class AttentionBackend:
                k_scale: float = 1.0, v_scale: float = 1.0) -> torch.Tensor:
         raise NotImplementedError
 
+    def forward(self, rotary, positions, q, k, v, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float,
+                k_scale: float = 1.0, v_scale: float = 1.0) -> torch.Tensor:
+        """A layer's whole attention: rotate, store, attend (a backend may do all three in one kernel)."""
+        q, k = self.rope_and_store(rotary, positions, q, k, v, kv_cache, meta, k_scale, v_scale)
+        return self.attend(q, k, v, kv_cache, meta, scale, k_scale, v_scale)
+
 
 class TorchSDPABackend(AttentionBackend):
     """Eager path: gather K/V by slot, then torch SDPA (one call per prefill, one batched call for all decodes)."""
@@ -103,6 +109,5 @@ class Attention(nn.Module):
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 meta: AttentionMetadata) -> torch.Tensor:
         """q [T, H, D], k and v [T, Hkv, D] before the rotary embedding -> [T, H, D]."""
-        q, k = self.backend.rope_and_store(self.rotary, positions, q, k, v, self.kv_cache, meta,
-                                           self.k_scale, self.v_scale)
-        return self.backend.attend(q, k, v, self.kv_cache, meta, self.scale, self.k_scale, self.v_scale)
+        return self.backend.forward(self.rotary, positions, q, k, v, self.kv_cache, meta, self.scale,
+                                    self.k_scale, self.v_scale)

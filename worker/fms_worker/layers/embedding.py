@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fms_worker.kernels.int8_matmul import gemv16, gemv16_supported
+from fms_worker.layers.quant_method import GEMV16
 from fms_worker.parallel import get_parallel_state, tp_all_gather, tp_all_reduce
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,8 @@ class ParallelLMHead(_VocabSlice):
             return self.quant_method.apply_float32(self, hidden)[..., : self.shard]
         if hidden.dtype == torch.float32:
             return F.linear(hidden, self.weight)
+        if GEMV16 and gemv16_supported(hidden, self.weight):  # one row (decode at batch 1): our GEMV
+            return gemv16(hidden.reshape(1, -1), self.weight, out_dtype=torch.float32).reshape(*hidden.shape[:-1], -1)
         if hidden.is_cuda and _mm_float32_out(hidden.device):
             flat = hidden.reshape(-1, hidden.shape[-1])
             return torch.mm(flat, self.weight.t(), out_dtype=torch.float32).reshape(*hidden.shape[:-1], -1)

@@ -5,8 +5,11 @@ sums straight to the next norm; where this is on, the norm's kernel does the
 all-reduce too. Same limits as the one-shot all-reduce (parallel/one_shot.py):
 CUDA, one pipeline stage, messages up to the largest decode graph's. Larger
 messages (long prefills) keep the all-reduce and the compiled add+norm.
-`FMS_FUSED_NORM=0` in the worker's environment turns it off; `FMS_FUSED_NORM=push`
-selects the kernel's push variant (an experiment, not yet measured on a GPU).
+The kernel's push variant (each rank writes its rows into every rank's buffer,
+then reads locally) is the default for two ranks, where it was measured faster
+than pulling the peers' rows (docs/benchmarks.md); from four ranks on the pull
+variant stays until push is measured there. `FMS_FUSED_NORM` in the worker's
+environment: `0` off, `pull` or `push` to choose, unset (or `1`) by the degree.
 """
 
 from __future__ import annotations
@@ -23,17 +26,22 @@ log = logging.getLogger(__name__)
 ENV_SWITCH = "FMS_FUSED_NORM"
 
 
-def max_rows(world: int) -> int:
+def max_rows(world: int, push: bool = False) -> int:
     """Rows up to which the fused kernel beat the one-shot all-reduce + compiled add+norm on H200s
-    (bench/reduce_norm_gpu.py, hidden 4096): up to 64 of 2 ranks, 8 of 4; each program's flag exchange
-    with every peer costs more as both grow. 128 / world^2: 32 for 2 ranks, 8 for 4, 2 for 8."""
+    (bench/reduce_norm_gpu.py, hidden 4096). Pull: up to 64 of 2 ranks, 8 of 4; each program's flag exchange
+    with every peer costs more as both grow, so 128 / world^2: 32 for 2 ranks, 8 for 4, 2 for 8. Push on 2
+    ranks: 64 rows took 6.9 us against 14.5 (more rows were not measured)."""
+    if push and world == 2:
+        return 64
     return max(1, 128 // world ** 2)
 
 
-def mode_from_env() -> str | None:
-    """None (off), "pull" (the default) or "push"."""
+def mode_from_env(world: int) -> str | None:
+    """None (off), "pull" or "push" for `world` ranks: by default push for two, pull for more."""
     value = os.environ.get(ENV_SWITCH, "1")
-    return None if value == "0" else "push" if value == "push" else "pull"
+    if value in ("0", "pull", "push"):
+        return None if value == "0" else value
+    return "push" if world == 2 else "pull"
 
 
 class AllReduceAddNorm:
@@ -45,7 +53,7 @@ class AllReduceAddNorm:
         self.rank, self.world, self.push = rank, world, push
         self.half = buffer.numel() // 2
         self.capacity = slot_size(self.half, world, push)  # values of one call
-        self.max_rows = max_rows(world)
+        self.max_rows = max_rows(world, push)
         self._kernel = reduce_add_rms_norm
 
     @classmethod

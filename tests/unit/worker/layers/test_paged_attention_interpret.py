@@ -68,3 +68,72 @@ def test_split_and_unsplit_paths_match_reference(triton_interpret):
         # write bf16 (steps of 2^-8) from fp16 dots
         assert r["err"] < (1e-2 if "float8" in r["dtype"] else 1e-5), r
 
+
+
+_NEW_TOKENS = r'''
+import json
+
+import torch
+
+from fms_worker.kernels import paged_attention as pa
+from fms_worker.kernels.rope_cache import rope_cache
+from fms_worker.layers.rotary import RotaryEmbedding
+
+gen = torch.Generator().manual_seed(1)
+out = []
+# (context lengths before the new token, heads, kv heads, head dim, splits, cache, scales); float32 (the
+# interpreter truncates bf16 casts) except the e4m3 case, whose stores it rounds like the reference path
+for ctx, h, kv, d, splits, cache, (ks, vs) in (
+    ([299, 4, 128, 0], 8, 2, 16, 4, "f32", (1.0, 1.0)),  # ragged, the new key in splits 3, 0, 2, 0; one with none before
+    ([63, 64], 4, 4, 32, 1, "f32", (1.0, 1.0)),  # MHA, unsplit, the new key ending a tile and starting one
+    ([200, 16], 8, 2, 16, 8, "f32", (0.5, 3.0)),  # scaled cache
+    ([150, 7], 8, 2, 16, 4, "e4m3", (0.05, 0.05)),  # an e4m3 cache: the new key is stored and used as e4m3
+):
+    page, b = 16, len(ctx)
+    seq_lens = torch.tensor([n + 1 for n in ctx], dtype=torch.int32)
+    blocks = [(n + page) // page for n in seq_lens.tolist()]
+    total = sum(blocks) + 2
+    perm = torch.randperm(total, generator=gen).int()
+    table = torch.zeros(b, max(blocks), dtype=torch.int32)
+    used = 0
+    for i, nb in enumerate(blocks):
+        table[i, :nb] = perm[used:used + nb]
+        used += nb
+    dtype = torch.float8_e4m3fn if cache == "e4m3" else torch.float32
+    kc = (torch.randn(total, page, kv, d, generator=gen) / ks).to(dtype)
+    vc = (torch.randn(total, page, kv, d, generator=gen) / vs).to(dtype)
+    qkv = torch.randn(b, h + 2 * kv, d, generator=gen)  # the fused projection's output: q, k, v are views
+    if cache == "e4m3":
+        qkv = qkv.bfloat16()
+    q, k, v = qkv[:, :h], qkv[:, h:h + kv], qkv[:, h + kv:]
+    pos = seq_lens.long() - 1
+    slots = torch.tensor([int(table[i, p // page]) * page + p % page for i, p in enumerate(pos.tolist())])
+    rot = RotaryEmbedding(d, 512, 10000.0)
+    qs = torch.arange(b + 1, dtype=torch.int32)
+    # the reference: rotate and store (rope_cache), then attend over the cache
+    kc_ref, vc_ref, q_ref = kc.clone(), vc.clone(), q.clone()
+    rope_cache(q_ref, k, v, kc_ref.view(-1, kv, d), vc_ref.view(-1, kv, d), slots, pos, rot.cos, rot.sin, ks, vs)
+    ref = pa.paged_attention(q_ref, kc_ref, vc_ref, table, seq_lens, qs, d ** -0.5, max_q_len=1, num_splits=splits,
+                             k_scale=ks, v_scale=vs)
+    got = torch.full_like(q, float("nan"))
+    q_before = q.clone()
+    pa.paged_attention(q, kc, vc, table, seq_lens, qs, d ** -0.5, max_q_len=1, num_splits=splits, out=got,
+                       k_scale=ks, v_scale=vs, new=pa.NewTokens(k, v, slots, rot.cos, rot.sin))
+    out.append(dict(
+        err=(got.float() - ref.float()).abs().max().item() / ref.float().abs().max().item(),
+        k_cache_equal=bool((kc.float() == kc_ref.float()).all()), v_cache_equal=bool((vc.float() == vc_ref.float()).all()),
+        q_untouched=bool((q.float() == q_before.float()).all()), cache=cache,
+    ))
+print(json.dumps(out))
+'''
+
+
+def test_decode_rotates_and_stores_the_new_tokens_itself(triton_interpret):
+    """Handed the new tokens unrotated, the kernel gives what rope_cache followed by the kernel gives: the same
+    cache contents (the new key and value in their slots, nothing else touched) and the same output."""
+    results = triton_interpret(_NEW_TOKENS)
+    assert len(results) == 4
+    for r in results:
+        assert r["k_cache_equal"] and r["v_cache_equal"] and r["q_untouched"], r
+        # the new key's score is summed in another order than the tile's dot: rounding only
+        assert r["err"] < (1e-2 if r["cache"] == "e4m3" else 1e-5), r

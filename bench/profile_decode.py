@@ -47,6 +47,17 @@ def kind_of(name: str) -> str:
     return "other"
 
 
+def step_weight_bytes(model) -> int:
+    """Parameter bytes a decode step reads: all but an untied embedding table, of which a step reads only its
+    tokens' rows (a tied one is the LM head's weight, read whole)."""
+    from fms_worker.layers.embedding import ParallelLMHead, VocabParallelEmbedding
+
+    heads = [m.weight for m in model.modules() if isinstance(m, ParallelLMHead) and hasattr(m, "weight")]
+    tables = [m.weight for m in model.modules() if isinstance(m, VocabParallelEmbedding)]
+    unread = sum(t.numel() * t.element_size() for t in tables if not any(t is h for h in heads))
+    return sum(p.numel() * p.element_size() for p in model.parameters()) - unread
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", type=Path)
@@ -69,7 +80,7 @@ def main() -> None:
         "parallel": {"tensor": args.tp},
     }))
     model = getattr(engine.runner, "local", engine.runner).model  # TP: rank 0's runner behind the broadcast
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    weight_bytes = step_weight_bytes(model)
     req = workload.latency_request()
     params = SamplingParams(temperature=0.0, max_tokens=args.steps + 40, ignore_eos=True)
     engine.generate([req.prompt_ids], [SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True)])  # warm-up
@@ -111,7 +122,8 @@ def main() -> None:
     res = {
         "gpu": torch.cuda.get_device_name(), "model": str(args.model), "quantization": args.quantization,
         "kv_cache_dtype": args.kv_cache_dtype, "batch": args.batch, "tp": args.tp,
-        "async_scheduling": engine.async_scheduling, "copy_bandwidth_Bps": bw, "weight_bytes": weight_bytes,
+        "async_scheduling": engine.async_scheduling, "copy_bandwidth_Bps": bw,
+        "weight_bytes": weight_bytes,  # read per step: the embedding table is left out unless tied to the head
         "steps": args.steps, "wall_us_per_step": step_us, "gpu_busy_us_per_step": busy_us / args.steps,
         "weight_read_us_at_copy_bandwidth": weight_bytes / bw * 1e6,
         "matmul_bandwidth_Bps": weight_bytes / (matmul_us * 1e-6) if matmul_us else None,

@@ -130,10 +130,11 @@ def int4_tile_rows(group: int = 128):
 def int8_rows():
     sig = {"X": "*bf16", "Q": "*i8", "S": "*bf16", "B": "*bf16", "Y": "*bf16", "N": "i32", "K": "i32",
            "stride_qn": "i32", "HAS_BIAS": "constexpr", "EVEN_K": "constexpr", "GATED": "constexpr",
-           "MAGIC": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "STAGES": "constexpr"}
-    for c in k8.gemv_configs():
+           "MAGIC": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "STAGES": "constexpr",
+           "SCALED": "constexpr", "ASM": "constexpr"}
+    for c in k8.gemv_configs(permute=True):
         consts = dict(HAS_BIAS=False, EVEN_K=True, GATED=False, MAGIC=c["MAGIC"], BLOCK_N=c["BLOCK_N"],
-                      BLOCK_K=c["BLOCK_K"], STAGES=c["num_stages"])
+                      BLOCK_K=c["BLOCK_K"], STAGES=c["num_stages"], SCALED=True, ASM=True)
         yield (f"int8 {c}", c["BLOCK_N"] * c["BLOCK_K"] / (32 * c["num_warps"]),
                stats(k8._int8_gemv_kernel, sig, consts, c["num_warps"], c["num_stages"]))
 

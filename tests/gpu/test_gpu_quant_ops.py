@@ -358,9 +358,11 @@ def test_sparse24_small_shapes(n, k, m):
 
 
 def test_int8_gemv_every_config():
-    """The batch-1 GEMV's tiles (the autotuner only ever runs the winner) on ragged N and K, bf16 and float32 out."""
+    """The batch-1 GEMV's tiles (the autotuner only ever runs the winner) on ragged N and K, bf16 and float32 out,
+    with every int8 -> float32 conversion (the byte permute too, whether or not FMS_INT8_PERMUTE is set)."""
     x, q, scale, ref = _int8_case(1000, 1030, 1)
-    for cfg in km.gemv_configs():
+    assert any(c["MAGIC"] == 2 for c in km.gemv_configs(permute=True))
+    for cfg in km.gemv_configs(permute=True):
         assert _rel(km.int8_gemv(x, q, scale, config=cfg), ref) < 0.01, cfg
         assert _rel(km.int8_gemv(x, q, scale, config=cfg, out_dtype=torch.float32), ref) < 1e-4, cfg
 
@@ -372,7 +374,7 @@ def test_int8_gated_gemv(n, k):
     x, q, scale, ref = _int8_case(2 * n, k, 1)
     gate, up = ref.chunk(2, dim=-1)
     want = F.silu(gate) * up
-    for cfg in km.gemv_configs():
+    for cfg in km.gemv_configs(permute=True):
         assert _rel(km.int8_gemv(x, q, scale, config=cfg, gated=True), want) < 0.01, cfg
     method = Int8LinearMethod()
     with torch.device(CUDA):

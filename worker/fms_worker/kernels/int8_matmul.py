@@ -29,6 +29,7 @@ bf16 decode at batch 1 (layers/quant_method.py; FMS_BF16_GEMV=0 turns it off).
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 
@@ -208,11 +209,31 @@ if triton is not None:
 # in flight. Swept on H200 over 92 tiles, stage counts and K splits (8B shapes): these won; K splits never did.
 _GEMV = [(8, 512, 4, 3), (16, 512, 4, 3), (16, 512, 8, 3), (8, 1024, 4, 3), (4, 512, 4, 3), (8, 256, 4, 4)]
 
+# Experiment, off until measured on a GPU: FMS_INT8_PERMUTE=1 adds the byte-permute conversion (MAGIC 2, see
+# `_int8_to_f32`) to the GEMV's candidates. docs/benchmarks.md (quantization) says why.
+PERMUTE = os.environ.get("FMS_INT8_PERMUTE") == "1"
 
-def gemv_configs() -> list[dict]:
-    """The GEMV's candidate tiles, each with both int8 -> float32 conversions (see `_int8_to_f32`)."""
+# int8 -> float32 for four weights of one 32-bit word ($4) -> $0..$3: flip the sign bits (q + 128, unsigned), let a
+# byte permute put each byte under the exponent of 2^23 (the float 2^23 + q + 128), subtract 2^23 + 128: exact.
+# Two instructions a weight and a quarter, against the magic add's sign extension, add and subtract.
+BYTES_TO_F32_PTX = "\n".join([
+    "{",
+    ".reg .b32 u, k;",
+    "xor.b32 u, $4, 0x80808080;",
+    "mov.b32 k, 0x4B000000;",
+    *(f"prmt.b32 ${i}, u, k, 0x744{i};" for i in range(4)),
+    *(f"sub.f32 ${i}, ${i}, 0f4B000080;" for i in range(4)),
+    "}",
+])
+
+
+def gemv_configs(permute: bool | None = None) -> list[dict]:
+    """The GEMV's candidate tiles, each with each int8 -> float32 conversion (see `_int8_to_f32`): the convert
+    instruction (MAGIC 0), the magic add (1) and, where `permute` (default: FMS_INT8_PERMUTE), the byte permute
+    (2)."""
+    modes = (0, 1, 2) if (PERMUTE if permute is None else permute) else (0, 1)
     return [dict(BLOCK_N=bn, BLOCK_K=bk, num_warps=w, num_stages=st, MAGIC=magic)
-            for magic in (False, True) for bn, bk, w, st in _GEMV]
+            for magic in modes for bn, bk, w, st in _GEMV]
 
 
 def gemv16_configs() -> list[dict]:
@@ -222,20 +243,27 @@ def gemv16_configs() -> list[dict]:
 
 if triton is not None:
 
+    _BYTES_TO_F32 = tl.constexpr(BYTES_TO_F32_PTX)
+
     @triton.jit
-    def _int8_to_f32(w, MAGIC: tl.constexpr):
-        """int8 -> float32, exactly. The plain convert is an I2F instruction, which Hopper issues at a quarter
-        of the FP32 rate: at ~3.4e12 weights/s a GEMV nears that limit. MAGIC builds the float instead: the
-        bits 0x4B000080 + q are the float 2^23 + 128 + q (integer add, then one float subtract)."""
-        if MAGIC:
-            return (w.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
-        else:
+    def _int8_to_f32(w, MAGIC: tl.constexpr, ASM: tl.constexpr):
+        """int8 -> float32, exactly. The plain convert (MAGIC 0) is an I2F instruction, which Hopper issues at
+        a quarter of the FP32 rate: at ~3.4e12 weights/s a GEMV nears that limit. MAGIC 1 builds the float
+        instead: the bits 0x4B000080 + q are the float 2^23 + 128 + q (integer add, then one float subtract).
+        MAGIC 2 builds the same float with a byte permute (BYTES_TO_F32_PTX, four weights an instance; off
+        CUDA, where inline PTX cannot run, MAGIC 1's arithmetic)."""
+        if MAGIC == 0:
             return w.to(tl.float32)
+        elif MAGIC == 2 and ASM:
+            return tl.inline_asm_elementwise(_BYTES_TO_F32, "=r,=r,=r,=r,r", [w], dtype=tl.float32, is_pure=True,
+                                             pack=4)
+        else:
+            return (w.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
 
     @triton.jit
     def _int8_gemv_kernel(X, Q, S, B, Y, N, K, stride_qn, HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
                           GATED: tl.constexpr, MAGIC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                          STAGES: tl.constexpr, SCALED: tl.constexpr = True):
+                          STAGES: tl.constexpr, SCALED: tl.constexpr = True, ASM: tl.constexpr = True):
         """Decode at batch 1, bound by reading the weight once: each program owns BLOCK_N output channels and
         keeps per-lane float32 partial sums [BLOCK_N, BLOCK_K] over the K loop (no tensor-core layouts, one
         cross-lane reduction at the end). The loop is software-pipelined (STAGES strips of the weight in
@@ -267,9 +295,9 @@ if triton is not None:
                 if GATED:
                     w_up = tl.load(up_ptr, mask=k_ok[None, :], other=0)
             xf = xs.to(tl.float32)[None, :]
-            acc += _int8_to_f32(w, MAGIC) * xf
+            acc += _int8_to_f32(w, MAGIC, ASM) * xf
             if GATED:
-                acc_up += _int8_to_f32(w_up, MAGIC) * xf
+                acc_up += _int8_to_f32(w_up, MAGIC, ASM) * xf
                 up_ptr += BLOCK_K
             q_ptr += BLOCK_K
             x_ptr += BLOCK_K
@@ -316,7 +344,7 @@ def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch
         raise ValueError(f"gated int8_gemv takes an even row count and no bias, got {tuple(q.shape)}")
     y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device)
     args = (x, q, scale, bias if bias is not None else scale, y, n, k, q.stride(0))
-    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated), config,
+    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, ASM=x.is_cuda), config,
               _int8_gemv_gated_tuned if gated else _int8_gemv_tuned)
     return y
 

@@ -1,4 +1,5 @@
-"""The int4 kernels' inline-PTX blocks (kernels/int4_ptx.py), executed instruction by instruction on the CPU.
+"""The kernels' inline-PTX blocks, executed instruction by instruction on the CPU: the int4 kernels'
+(kernels/int4_ptx.py) and the int8 GEMV's byte permute (kernels/int8_matmul.BYTES_TO_F32_PTX).
 
 CI has no GPU, and Triton's interpreter runs the kernels' plain paths instead of their inline PTX. This
 test reads the PTX text the kernels compile in and executes it with a small model of the
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 from fms_worker.kernels import int4_ptx
+from fms_worker.kernels.int8_matmul import BYTES_TO_F32_PTX
 
 M32 = 0xFFFFFFFF
 
@@ -54,6 +56,8 @@ def run_ptx(text: str, args: dict[str, int]) -> dict[str, int]:
         tok = tok.strip()
         if tok in regs:
             return regs[tok]
+        if tok.startswith("0f"):  # a float32 immediate, as its bits
+            return int(tok[2:], 16)
         return int(tok, 0)
 
     for line in text.replace(";", ";\n").splitlines():
@@ -81,6 +85,8 @@ def run_ptx(text: str, args: dict[str, int]) -> dict[str, int]:
             r = (srcs[0] << srcs[1]) & M32
         elif op == "and.b32":
             r = srcs[0] & srcs[1] & M32
+        elif op == "xor.b32":
+            r = (srcs[0] ^ srcs[1]) & M32
         elif op == "lop3.b32":
             a, b, c, lut = srcs
             r = 0
@@ -97,6 +103,8 @@ def run_ptx(text: str, args: dict[str, int]) -> dict[str, int]:
             r = _f32_bits(_f16_val(srcs[0]))
         elif op == "add.f32":
             r = _f32_bits(np.float32(_f32_val(srcs[0])) + np.float32(_f32_val(srcs[1])))
+        elif op == "sub.f32":
+            r = _f32_bits(np.float32(_f32_val(srcs[0])) - np.float32(_f32_val(srcs[1])))
         else:
             raise AssertionError(f"instruction not modelled: {op}")
         regs[d] = r
@@ -169,3 +177,31 @@ def test_dequant_block_gives_the_weights(dtype):
         want = [to_bits((q - 8) * to_val(s[i]) + to_val(z[i])) for i, q in enumerate(lo)]
         want += [to_bits((q - 8) * to_val(s[i]) + to_val(z[i])) for i, q in enumerate(hi)]
         assert got == want, (lo, hi, got, want)
+
+
+def _int8_word(rng) -> tuple[list[int], int]:
+    qs = [rng.randrange(-128, 128) for _ in range(4)]
+    return qs, sum((q & 0xFF) << (8 * i) for i, q in enumerate(qs))
+
+
+def test_int8_byte_permute_gives_each_weight_exactly():
+    """Four int8 weights of one word -> four float32 values, element i from byte i (Triton's packing order),
+    exactly; the extremes -128 and 127 included."""
+    rng = random.Random(3)
+    words = [_int8_word(rng) for _ in range(500)] + [([-128, 127, 0, -1], 0xFF007F80)]
+    for qs, word in words:
+        regs = run_ptx(BYTES_TO_F32_PTX, {"$4": word})
+        assert [_f32_val(regs[f"${i}"]) for i in range(4)] == [float(q) for q in qs], (qs, hex(word))
+
+
+def test_int8_model_catches_a_wrong_byte_or_offset():
+    """The check above fails for a block with two selectors swapped or the offset's bias off by one."""
+    rng = random.Random(4)
+    for bad in (BYTES_TO_F32_PTX.replace("0x7440", "0x7441", 1), BYTES_TO_F32_PTX.replace("0f4B000080", "0f4B000081")):
+        assert bad != BYTES_TO_F32_PTX
+        misses = 0
+        for _ in range(50):
+            qs, word = _int8_word(rng)
+            regs = run_ptx(bad, {"$4": word})
+            misses += [_f32_val(regs[f"${i}"]) for i in range(4)] != [float(q) for q in qs]
+        assert misses > 40

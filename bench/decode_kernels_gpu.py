@@ -1,8 +1,8 @@
 """Batch-1 decode kernels of the 8B shape, one at a time, CUDA-graph timed on one GPU:
 
 - the int8 GEMV's shipped tiles with each int8 -> float32 conversion (plain convert, the magic-number float
-  by an integer add, and by a byte permute: the FMS_INT8_PERMUTE experiment), against cuBLAS bf16 for the
-  same shape;
+  by an integer add, and by a byte permute, exact or offset: the FMS_INT8_PERMUTE experiment), against cuBLAS
+  bf16 for the same shape;
 - the gated gate-up GEMV (silu(gate) * up in the epilogue) against the plain GEMV plus the compiled activation;
 - the fused rotary + KV-cache write against the compiled rotary plus two index_copy_ launches;
 - the int4 Triton kernels (group 128) against PyTorch's tinygemm on the same weights, at 1, 16 and 256 rows
@@ -16,7 +16,8 @@
 - the same int4 weights through GemLite's Triton kernels (`gemlite` on PyPI, its default kernel choice per row
   count), against ours and cuBLAS bf16 (this section needs `pip install gemlite`; nothing else here does).
 
-    python3 bench/decode_kernels_gpu.py [--sections int8 rope int4 gemlite attention rope-attention] [--attention-baseline FILE] [--out decode_kernels.json]
+    python3 bench/decode_kernels_gpu.py [--sections int8 rope int4 gemlite attention rope-attention]
+        [--attention-baseline FILE] [--out decode_kernels.json]
     (from the repository root)
 """
 
@@ -55,7 +56,7 @@ def gemv_rows(dev) -> list[dict]:
         x = torch.randn(1, k, device=dev, dtype=torch.bfloat16)
         ref = (x.float() @ q.float().t()) * s.float()
         row = dict(n=n, k=k, bf16_us=graph_us(lambda: F.linear(x, w16)))
-        for magic in (0, 1, 2):  # the convert instruction, the magic add, the byte permute (FMS_INT8_PERMUTE)
+        for magic in (0, 1, 2, 3):  # convert instruction, magic add, byte permutes (FMS_INT8_PERMUTE): exact, offset
             best = None
             for cfg in (c for c in km.gemv_configs(permute=True) if c["MAGIC"] == magic):
                 y = km.int8_gemv(x, q, s, config=cfg)
@@ -71,8 +72,9 @@ def gemv_rows(dev) -> list[dict]:
         assert ((km.gemv16(x, w16).float() - ref16).norm() / ref16.norm()).item() < 1e-2
         row["gemv16_us"] = graph_us(lambda: km.gemv16(x, w16))
         print(f"{n:>7} x {k:>5}: bf16 {row['bf16_us']:6.1f} us | convert {row['magic_0_us']:6.1f} | "
-              f"magic {row['magic_1_us']:6.1f} | permute {row['magic_2_us']:6.1f} ({n * k / row['magic_2_us'] / 1e6:.2f} "
-              f"TB/s) | tuned {row['tuned_us']:6.1f} us ({row['tuned_TBps']:.2f} TB/s, "
+              f"magic {row['magic_1_us']:6.1f} | permute {row['magic_2_us']:6.1f} | offset permute "
+              f"{row['magic_3_us']:6.1f} ({n * k / row['magic_3_us'] / 1e6:.2f} TB/s) | tuned {row['tuned_us']:6.1f} us "
+              f"({row['tuned_TBps']:.2f} TB/s, "
               f"{row['bf16_us'] / row['tuned_us']:.2f}x bf16) | bf16 GEMV {row['gemv16_us']:6.1f} us "
               f"({2 * n * k / row['gemv16_us'] / 1e6:.2f} TB/s)", flush=True)
         rows.append(row)
@@ -255,7 +257,8 @@ def rope_row(dev, t: int = 1) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out")
-    ap.add_argument("--sections", nargs="+", default=["int8", "rope", "int4"], choices=["int8", "rope", "int4", "gemlite", "attention", "rope-attention"])
+    ap.add_argument("--sections", nargs="+", default=["int8", "rope", "int4"],
+                    choices=["int8", "rope", "int4", "gemlite", "attention", "rope-attention"])
     ap.add_argument("--attention-baseline", help="an earlier paged_attention.py to time beside the current one")
     args = ap.parse_args()
     dev = torch.device("cuda")

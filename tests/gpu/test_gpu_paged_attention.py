@@ -99,11 +99,11 @@ def test_decode_rotates_and_stores_new_tokens(cache, splits):
     same cache bytes and, up to the new key's score being summed in another order, the same output; inside a
     CUDA graph, over contexts that change between replays (the graph's 32 splits at batch 1)."""
     heads, kv, d, page = 32, 8, 128, 16
-    q0, k_cache, v_cache, table, sl, qs = _case([1, 1, 1], [2048, 2048, 2048], heads, kv, seed=11)
+    _, k_cache, v_cache, table, sl, qs = _case([1, 1, 1], [2048, 2048, 2048], heads, kv, seed=11)
     ks = vs = 1.0
     if cache == "e4m3":
         ks = vs = 0.05
-        k_cache, v_cache = (k_cache.float() / ks).to(torch.float8_e4m3fn), (v_cache.float() / vs).to(torch.float8_e4m3fn)
+        k_cache, v_cache = ((c.float() / ks).to(torch.float8_e4m3fn) for c in (k_cache, v_cache))
     g = torch.Generator(device="cuda").manual_seed(3)
     qkv = torch.randn(3, heads + 2 * kv, d, generator=g, device="cuda").bfloat16()
     q, k, v = qkv[:, :heads], qkv[:, heads:heads + kv], qkv[:, heads + kv:]
@@ -112,8 +112,12 @@ def test_decode_rotates_and_stores_new_tokens(cache, splits):
     slots = torch.zeros(3, dtype=torch.long, device="cuda")
     out = torch.empty_like(q)
     kc, vc = k_cache.clone(), v_cache.clone()
-    run = lambda: paged_attention(q, kc, vc, table, sl, qs, d ** -0.5, max_q_len=1, num_splits=splits, out=out,  # noqa: E731
-                                  k_scale=ks, v_scale=vs, new=NewTokens(k, v, slots, rot.cos, rot.sin))
+    new = NewTokens(k, v, slots, rot.cos, rot.sin)
+
+    def run():
+        paged_attention(q, kc, vc, table, sl, qs, d ** -0.5, max_q_len=1, num_splits=splits, out=out, k_scale=ks,
+                        v_scale=vs, new=new)
+
     run()
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
@@ -131,7 +135,8 @@ def test_decode_rotates_and_stores_new_tokens(cache, splits):
         rope_cache(qr, k, v, kr.view(-1, kv, d), vr.view(-1, kv, d), slots, pos, rot.cos, rot.sin, ks, vs)
         ref = paged_attention(qr, kr, vr, table, sl, qs, d ** -0.5, max_q_len=1, num_splits=splits,
                               k_scale=ks, v_scale=vs)
-        assert torch.equal(kc.view(torch.uint8), kr.view(torch.uint8)) and torch.equal(vc.view(torch.uint8), vr.view(torch.uint8)), lens
+        assert torch.equal(kc.view(torch.uint8), kr.view(torch.uint8)), lens
+        assert torch.equal(vc.view(torch.uint8), vr.view(torch.uint8)), lens
         err = (out.float() - ref.float()).norm() / ref.float().norm()
         assert err < 1e-2, (lens, err)
         assert (out.float() - ref.float()).abs().max() < 0.02 * ref.float().abs().max(), lens

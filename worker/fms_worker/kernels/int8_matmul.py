@@ -209,8 +209,8 @@ if triton is not None:
 # in flight. Swept on H200 over 92 tiles, stage counts and K splits (8B shapes): these won; K splits never did.
 _GEMV = [(8, 512, 4, 3), (16, 512, 4, 3), (16, 512, 8, 3), (8, 1024, 4, 3), (4, 512, 4, 3), (8, 256, 4, 4)]
 
-# Experiment, off until measured on a GPU: FMS_INT8_PERMUTE=1 adds the byte-permute conversion (MAGIC 2, see
-# `_int8_to_f32`) to the GEMV's candidates. docs/benchmarks.md (quantization) says why.
+# Experiment, off until measured on a GPU: FMS_INT8_PERMUTE=1 adds the byte-permute conversions (MAGIC 2 and 3,
+# see `_int8_to_f32`) to the GEMV's candidates. docs/benchmarks.md (quantization) says why.
 PERMUTE = os.environ.get("FMS_INT8_PERMUTE") == "1"
 
 # int8 -> float32 for four weights of one 32-bit word ($4) -> $0..$3: flip the sign bits (q + 128, unsigned), let a
@@ -226,12 +226,26 @@ BYTES_TO_F32_PTX = "\n".join([
     "}",
 ])
 
+# The same without the subtract: each byte goes to bits 8-15 under the exponent of 2^15, the float OFFSET + q with
+# OFFSET = 2^15 + 128, and the GEMV takes OFFSET * sum(x) off each row's sum once instead (MAGIC 3): a permute a
+# weight and a quarter. Not exact: the running sums carry OFFSET * x, so float32 keeps ~9 fewer bits of the q * x
+# part; over the GEMV's per-lane partial sums that is far below a bf16 output's rounding (docs/benchmarks.md).
+OFFSET = 32896.0
+BYTES_TO_OFFSET_F32_PTX = "\n".join([
+    "{",
+    ".reg .b32 u, k;",
+    "xor.b32 u, $4, 0x80808080;",
+    "mov.b32 k, 0x47000000;",
+    *(f"prmt.b32 ${i}, u, k, 0x74{i}4;" for i in range(4)),
+    "}",
+])
+
 
 def gemv_configs(permute: bool | None = None) -> list[dict]:
     """The GEMV's candidate tiles, each with each int8 -> float32 conversion (see `_int8_to_f32`): the convert
-    instruction (MAGIC 0), the magic add (1) and, where `permute` (default: FMS_INT8_PERMUTE), the byte permute
-    (2)."""
-    modes = (0, 1, 2) if (PERMUTE if permute is None else permute) else (0, 1)
+    instruction (MAGIC 0), the magic add (1) and, where `permute` (default: FMS_INT8_PERMUTE), the byte permutes
+    (2 exact, 3 offset)."""
+    modes = (0, 1, 2, 3) if (PERMUTE if permute is None else permute) else (0, 1)
     return [dict(BLOCK_N=bn, BLOCK_K=bk, num_warps=w, num_stages=st, MAGIC=magic)
             for magic in modes for bn, bk, w, st in _GEMV]
 
@@ -244,6 +258,7 @@ def gemv16_configs() -> list[dict]:
 if triton is not None:
 
     _BYTES_TO_F32 = tl.constexpr(BYTES_TO_F32_PTX)
+    _BYTES_TO_OFFSET_F32 = tl.constexpr(BYTES_TO_OFFSET_F32_PTX)
 
     @triton.jit
     def _int8_to_f32(w, MAGIC: tl.constexpr, ASM: tl.constexpr):
@@ -251,9 +266,16 @@ if triton is not None:
         a quarter of the FP32 rate: at ~3.4e12 weights/s a GEMV nears that limit. MAGIC 1 builds the float
         instead: the bits 0x4B000080 + q are the float 2^23 + 128 + q (integer add, then one float subtract).
         MAGIC 2 builds the same float with a byte permute (BYTES_TO_F32_PTX, four weights an instance; off
-        CUDA, where inline PTX cannot run, MAGIC 1's arithmetic)."""
+        CUDA, where inline PTX cannot run, MAGIC 1's arithmetic). MAGIC 3 returns OFFSET + q, not q
+        (BYTES_TO_OFFSET_F32_PTX; the caller takes OFFSET * sum(x) off)."""
         if MAGIC == 0:
             return w.to(tl.float32)
+        elif MAGIC == 3:
+            if ASM:
+                return tl.inline_asm_elementwise(_BYTES_TO_OFFSET_F32, "=r,=r,=r,=r,r", [w], dtype=tl.float32,
+                                                 is_pure=True, pack=4)
+            else:
+                return (w.to(tl.int32) + 32896).to(tl.float32)
         elif MAGIC == 2 and ASM:
             return tl.inline_asm_elementwise(_BYTES_TO_F32, "=r,=r,=r,=r,r", [w], dtype=tl.float32, is_pure=True,
                                              pack=4)
@@ -282,6 +304,7 @@ if triton is not None:
         x_ptr = X + rk
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
         acc_up = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+        x_sum = tl.zeros([BLOCK_K], dtype=tl.float32)  # MAGIC 3: the weights come as OFFSET + q
         for k in tl.range(0, K, BLOCK_K, num_stages=STAGES):
             if EVEN_K:
                 w = tl.load(q_ptr)
@@ -295,6 +318,8 @@ if triton is not None:
                 if GATED:
                     w_up = tl.load(up_ptr, mask=k_ok[None, :], other=0)
             xf = xs.to(tl.float32)[None, :]
+            if MAGIC == 3:
+                x_sum += xs.to(tl.float32)
             acc += _int8_to_f32(w, MAGIC, ASM) * xf
             if GATED:
                 acc_up += _int8_to_f32(w_up, MAGIC, ASM) * xf
@@ -302,12 +327,17 @@ if triton is not None:
             q_ptr += BLOCK_K
             x_ptr += BLOCK_K
         out = tl.sum(acc, axis=1)
+        if MAGIC == 3:
+            offset_x = 32896.0 * tl.sum(x_sum, axis=0)
+            out -= offset_x
         if SCALED:
             out *= tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)
         if HAS_BIAS:
             out += tl.load(B + rn, mask=n_ok, other=0.0).to(tl.float32)
         if GATED:
             up = tl.sum(acc_up, axis=1)
+            if MAGIC == 3:
+                up -= offset_x
             if SCALED:
                 up *= tl.load(S + N + rn, mask=n_ok, other=0.0).to(tl.float32)
             out = out / (1.0 + tl.exp(-out)) * up
@@ -326,6 +356,8 @@ if triton is not None:
 
     _int8_gemv_tuned = _gemv_tuner(gemv_configs())
     _int8_gemv_gated_tuned = _gemv_tuner(gemv_configs())  # its own choices: a program reads twice the rows
+    # float32 out (LM-head logits, kept unrounded) without MAGIC 3, whose offset costs float32 bits
+    _int8_gemv_f32_tuned = _gemv_tuner([c for c in gemv_configs() if c["MAGIC"] != 3])
     _gemv16_tuned = _gemv_tuner(gemv16_configs())
     _gemv16_gated_tuned = _gemv_tuner(gemv16_configs())
 
@@ -344,8 +376,9 @@ def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch
         raise ValueError(f"gated int8_gemv takes an even row count and no bias, got {tuple(q.shape)}")
     y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device)
     args = (x, q, scale, bias if bias is not None else scale, y, n, k, q.stride(0))
-    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, ASM=x.is_cuda), config,
-              _int8_gemv_gated_tuned if gated else _int8_gemv_tuned)
+    tuned = (_int8_gemv_gated_tuned if gated else
+             _int8_gemv_f32_tuned if y.dtype == torch.float32 else _int8_gemv_tuned)
+    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, ASM=x.is_cuda), config, tuned)
     return y
 
 

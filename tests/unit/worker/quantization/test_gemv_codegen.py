@@ -33,7 +33,7 @@ def int4_rows():
 
 
 def test_int8_gemv_streams_everything_and_stays_lean(int8_rows):
-    assert len(int8_rows) == 18  # six tiles x three conversions
+    assert len(int8_rows) == 24  # six tiles x four conversions
     for name, (weights, st) in int8_rows.items():
         assert st["scalar_global_loads"] == 0 and st["cp_async"] >= 2, (name, st)
         assert st["sass"] / weights <= 8.0, (name, st["sass"] / weights)
@@ -49,6 +49,9 @@ def test_int8_byte_permute_takes_fewer_instructions_than_the_magic_add(int8_rows
         magic = int8_rows[name.replace("'MAGIC': 2", "'MAGIC': 1")]
         assert st["sass"] / weights < magic[1]["sass"] / magic[0], (name, st["sass"] / weights)
         assert st["float_ops"] / weights <= 2.0, (name, st)  # the subtract and the multiply-add
+        offset = int8_rows[name.replace("'MAGIC': 2", "'MAGIC': 3")]  # no subtract: one float op a weight
+        assert offset[1]["sass"] / offset[0] < st["sass"] / weights, (name, offset[1]["sass"] / offset[0])
+        assert offset[1]["float_ops"] / offset[0] <= 1.25, (name, offset[1])  # + the x sum's add, shared by the rows
 
 
 def test_int4_gemv_streams_weights_and_activations(int4_rows):

@@ -1,5 +1,6 @@
 """The kernels' inline-PTX blocks, executed instruction by instruction on the CPU: the int4 kernels'
-(kernels/int4_ptx.py) and the int8 GEMV's byte permute (kernels/int8_matmul.BYTES_TO_F32_PTX).
+(kernels/int4_ptx.py) and the int8 GEMV's byte permutes (kernels/int8_matmul.BYTES_TO_F32_PTX and
+BYTES_TO_OFFSET_F32_PTX).
 
 CI has no GPU, and Triton's interpreter runs the kernels' plain paths instead of their inline PTX. This
 test reads the PTX text the kernels compile in and executes it with a small model of the
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 from fms_worker.kernels import int4_ptx
-from fms_worker.kernels.int8_matmul import BYTES_TO_F32_PTX
+from fms_worker.kernels.int8_matmul import BYTES_TO_F32_PTX, BYTES_TO_OFFSET_F32_PTX, OFFSET
 
 M32 = 0xFFFFFFFF
 
@@ -194,14 +195,24 @@ def test_int8_byte_permute_gives_each_weight_exactly():
         assert [_f32_val(regs[f"${i}"]) for i in range(4)] == [float(q) for q in qs], (qs, hex(word))
 
 
+def test_int8_offset_permute_gives_offset_plus_each_weight():
+    """The subtract-free block: OFFSET + q for each of a word's four weights, exactly, in byte order."""
+    rng = random.Random(5)
+    for qs, word in [_int8_word(rng) for _ in range(500)] + [([-128, 127, 0, -1], 0xFF007F80)]:
+        regs = run_ptx(BYTES_TO_OFFSET_F32_PTX, {"$4": word})
+        assert [_f32_val(regs[f"${i}"]) for i in range(4)] == [OFFSET + q for q in qs], (qs, hex(word))
+
+
 def test_int8_model_catches_a_wrong_byte_or_offset():
     """The check above fails for a block with two selectors swapped or the offset's bias off by one."""
     rng = random.Random(4)
-    for bad in (BYTES_TO_F32_PTX.replace("0x7440", "0x7441", 1), BYTES_TO_F32_PTX.replace("0f4B000080", "0f4B000081")):
+    for bad in (BYTES_TO_F32_PTX.replace("0x7440", "0x7441", 1), BYTES_TO_F32_PTX.replace("0f4B000080", "0f4B000081"),
+                BYTES_TO_OFFSET_F32_PTX.replace("0x7404", "0x7414", 1)):
         assert bad != BYTES_TO_F32_PTX
         misses = 0
         for _ in range(50):
             qs, word = _int8_word(rng)
             regs = run_ptx(bad, {"$4": word})
-            misses += [_f32_val(regs[f"${i}"]) for i in range(4)] != [float(q) for q in qs]
+            want = [float(q) + (OFFSET if bad.count("prmt") and "sub.f32" not in bad else 0) for q in qs]
+            misses += [_f32_val(regs[f"${i}"]) for i in range(4)] != want
         assert misses > 40

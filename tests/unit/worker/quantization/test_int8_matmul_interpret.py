@@ -109,6 +109,29 @@ for m, n, k, cfg in ((1, 100, 200, km.gemv_configs()[0]), (5, 48, 96, CONFIGS["p
     assert y.dtype == torch.float32 and y.shape == (m, n)
     out.append(dict(case=f"float32 out {cfg} M={m}", err=((y - ref).norm() / ref.norm()).item(), tol=1e-5))
 
+# FMS_INT8_PERMUTE's offset conversion (MAGIC 3): the weights come as 32896 + q and each row's sum loses
+# 32896 * sum(x) at the end, plain with a bias, gated and in float32, ragged K (masked strips) and even.
+for n, k in ((70, 1030), (33, 1024)):
+    q, scale = quantize_int8(torch.randn(2 * n, k, generator=gen) * k**-0.5)
+    x = torch.randn(1, k, generator=gen).half()
+    bias = torch.randn(n, generator=gen).half()
+    dense = x.float() @ dequantize_int8(q, scale.half().float()).t()
+    gate, up = dense.chunk(2, dim=-1)
+    for cfg in (c for c in km.gemv_configs(permute=True) if c["MAGIC"] == 3):
+        y = km.int8_gemv(x, q[:n].contiguous(), scale[:n].half(), bias, config=cfg)
+        ref = gate + bias.float()
+        out.append(dict(case=f"offset gemv {cfg} N={n} K={k}", err=((y.float() - ref).norm() / ref.norm()).item(),
+                        tol=2e-3))
+        y = km.int8_gemv(x, q, scale.half(), config=cfg, gated=True)
+        ref = torch.nn.functional.silu(gate) * up
+        out.append(dict(case=f"offset gated {cfg} N={n} K={k}", err=((y.float() - ref).norm() / ref.norm()).item(),
+                        tol=2e-3))
+        y = km.int8_gemv(x, q[:n].contiguous(), scale[:n].half(), config=cfg, out_dtype=torch.float32)
+        # float32 keeps ~9 bits fewer of the q * x part than the exact conversions' 1e-5 (measured ~1e-4 here), which
+        # is why float32-out GEMVs (the LM head) do not tune with MAGIC 3
+        out.append(dict(case=f"offset float32 {cfg} N={n} K={k}", err=((y - gate).norm() / gate.norm()).item(),
+                        tol=5e-4))
+
 # The autotuned GEMV (what int8_matmul runs for one row), timed by a stand-in that makes the last tile win.
 def gemv_bench(fn, quantiles):
     fn()
@@ -163,7 +186,9 @@ def test_every_tile_family_matches_the_dense_product(interpreted):
     assert len(g16) == 2 * 2 * len(km.gemv16_configs())  # plain with bias and gated, two shapes
     f32 = [r for r in interpreted if r["case"].startswith("float32 out")]
     assert len(f32) == 3
-    assert len(interpreted) - len(gemv) - len(gated) - len(g16) - len(f32) == 4 * 2 * 6 + 2
+    offset = [r for r in interpreted if r["case"].startswith("offset ")]
+    assert len(offset) == 2 * 3 * sum(c["MAGIC"] == 3 for c in km.gemv_configs(permute=True)) == 36
+    assert len(interpreted) - len(gemv) - len(gated) - len(g16) - len(f32) - len(offset) == 4 * 2 * 6 + 2
     bad = [r for r in interpreted if not r["err"] < r["tol"]]
     assert not bad, bad
 

@@ -87,7 +87,7 @@ class NewTokens:
 
 
 if triton is not None:
-    from fms_worker.kernels.rope_cache import _to_cache
+    from fms_worker.kernels.rope_cache import as_stored
 
     @triton.jit
     def _paged_attn_kernel(
@@ -178,9 +178,9 @@ if triton is not None:
             m_i = m_new
         if NEW_KV:  # rotate the new key, store it and the value as the cache holds them (its split's program only)
             kf, kp = kf.to(tl.float32), kp.to(tl.float32)
-            k_new = _to_cache(tl.where(lower, kf * cs - kp * sn, kf * cs + kp * sn), k_scale, K.dtype.element_ty, dt,
+            k_new = as_stored(tl.where(lower, kf * cs - kp * sn, kf * cs + kp * sn), k_scale, K.dtype.element_ty, dt,
                               FP8_CACHE, FP8_MAX)
-            v_new = _to_cache(vf.to(tl.float32), v_scale, V.dtype.element_ty, dt, FP8_CACHE, FP8_MAX)
+            v_new = as_stored(vf.to(tl.float32), v_scale, V.dtype.element_ty, dt, FP8_CACHE, FP8_MAX)
             at = (slot_new // PAGE) * stride_kb + (slot_new % PAGE) * stride_ks + kvh * stride_kh + d[None, :]
             tl.store(K + at, k_new, mask=has_new & (d < HEAD_DIM)[None, :])
             at = (slot_new // PAGE) * stride_vb + (slot_new % PAGE) * stride_vs + kvh * stride_vh + d[None, :]

@@ -65,8 +65,10 @@ if triton is not None:
         return x1 * c - x2 * s, x2 * c + x1 * s
 
     @triton.jit
-    def _to_cache(x, scale, dtype: tl.constexpr, model_dtype: tl.constexpr, FP8_CACHE: tl.constexpr,
+    def as_stored(x, scale, dtype: tl.constexpr, model_dtype: tl.constexpr, FP8_CACHE: tl.constexpr,
                   FP8_MAX: tl.constexpr):
+        """float32 x as a cache of `dtype` stores it: rounded to the model dtype, and for fp8 divided by the
+        layer's scale and clamped to e4m3's range (kernels/paged_attention.py stores decode tokens with it too)."""
         if FP8_CACHE:
             x = x.to(model_dtype).to(tl.float32) / scale
             return tl.clamp(x, -FP8_MAX, FP8_MAX).to(dtype)
@@ -103,15 +105,15 @@ if triton is not None:
         k1, k2 = _rotate(K + t * stride_kt + rh * stride_kh + col, kv_ok, c, s, HALF)
         kc_ptr = KC + slot * stride_ks + rh * stride_kch + col
         kc_dt = KC.dtype.element_ty
-        tl.store(kc_ptr, _to_cache(k1, k_scale, kc_dt, dt, FP8_CACHE, FP8_MAX), mask=kv_ok)
-        tl.store(kc_ptr + HALF, _to_cache(k2, k_scale, kc_dt, dt, FP8_CACHE, FP8_MAX), mask=kv_ok)
+        tl.store(kc_ptr, as_stored(k1, k_scale, kc_dt, dt, FP8_CACHE, FP8_MAX), mask=kv_ok)
+        tl.store(kc_ptr + HALF, as_stored(k2, k_scale, kc_dt, dt, FP8_CACHE, FP8_MAX), mask=kv_ok)
 
         v_ptr = V + t * stride_vt + rh * stride_vh + col
         vc_ptr = VC + slot * stride_vs + rh * stride_vch + col
         vc_dt = VC.dtype.element_ty
         for half in tl.static_range(2):
             x = tl.load(v_ptr + half * HALF, mask=kv_ok, other=0.0).to(tl.float32)
-            tl.store(vc_ptr + half * HALF, _to_cache(x, v_scale, vc_dt, dt, FP8_CACHE, FP8_MAX), mask=kv_ok)
+            tl.store(vc_ptr + half * HALF, as_stored(x, v_scale, vc_dt, dt, FP8_CACHE, FP8_MAX), mask=kv_ok)
 
 
 def rope_cache(q, k, v, k_cache, v_cache, slots, positions, cos, sin, k_scale: float = 1.0,

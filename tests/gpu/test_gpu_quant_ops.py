@@ -364,7 +364,7 @@ def test_int8_gemv_every_config():
     assert any(c["MAGIC"] == 2 for c in km.gemv_configs(permute=True))
     for cfg in km.gemv_configs(permute=True):
         assert _rel(km.int8_gemv(x, q, scale, config=cfg), ref) < 0.01, cfg
-        # MAGIC 3 carries an offset through its float32 sums (~1e-4 on CPU); float32-out GEMVs do not tune with it
+        # MAGIC 3 carries an offset through its float32 sums (0.5-1.5e-4 on CPU); float32-out GEMVs do not tune with it
         tol = 5e-4 if cfg["MAGIC"] == 3 else 1e-4
         assert _rel(km.int8_gemv(x, q, scale, config=cfg, out_dtype=torch.float32), ref) < tol, cfg
 

@@ -137,3 +137,57 @@ def test_decode_rotates_and_stores_the_new_tokens_itself(triton_interpret):
         assert r["k_cache_equal"] and r["v_cache_equal"] and r["q_untouched"], r
         # the new key's score is summed in another order than the tile's dot: rounding only
         assert r["err"] < (1e-2 if r["cache"] == "e4m3" else 1e-5), r
+
+
+_BACKEND = r'''
+import json
+
+import torch
+
+from fms_worker.layers import attention_triton as at
+from fms_worker.layers import fused
+from fms_worker.layers.rotary import RotaryEmbedding
+
+fused.enable(True)  # the GPU backend's switch; the interpreter runs its kernels on these CPU tensors
+gen = torch.Generator().manual_seed(2)
+page, h, kv, d = 16, 4, 2, 16
+ctx = [37, 5, 64]  # keys before each sequence's new token
+seq_lens = torch.tensor([n + 1 for n in ctx], dtype=torch.int32)
+blocks = [(n + page) // page for n in seq_lens.tolist()]
+table = torch.zeros(len(ctx), max(blocks), dtype=torch.int32)
+perm = torch.randperm(sum(blocks) + 1, generator=gen).int()
+used = 0
+for i, nb in enumerate(blocks):
+    table[i, :nb] = perm[used:used + nb]
+    used += nb
+positions = seq_lens.long() - 1
+slots = torch.stack([table[i, p // page].long() * page + p % page for i, p in enumerate(positions.tolist())])
+meta = at.PagedAttentionMetadata(slot_mapping=slots, block_tables=table, seq_lens=seq_lens,
+                                 query_start=torch.arange(len(ctx) + 1, dtype=torch.int32), max_q_len=1,
+                                 num_splits=4, block_size=page)
+cache = torch.randn(2, (sum(blocks) + 1) * page, kv, d, generator=gen)
+qkv = torch.randn(len(ctx), h + 2 * kv, d, generator=gen)
+rot = RotaryEmbedding(d, 256, 10000.0)
+backend = at.TritonPagedBackend()
+runs = {}
+for fold in (True, False):
+    at.ROPE_IN_ATTENTION = fold
+    x, kv_cache = qkv.clone(), cache.clone()
+    q, k, v = x[:, :h], x[:, h:h + kv], x[:, h + kv:]
+    out = backend.forward(rot, positions, q, k, v, kv_cache, meta, d ** -0.5)
+    runs[fold] = (out, kv_cache, bool(torch.equal(q, qkv[:, :h])))
+(out1, cache1, q1_kept), (out2, cache2, q2_kept) = runs[True], runs[False]
+print(json.dumps(dict(err=(out1 - out2).abs().max().item() / out2.abs().max().item(),
+                      caches_equal=bool(torch.equal(cache1, cache2)), changed=bool((cache1 != cache).any()),
+                      fold_kept_q=q1_kept, two_kernels_kept_q=q2_kept)))
+'''
+
+
+def test_backend_folds_the_rotary_into_decode_attention(triton_interpret):
+    """TritonPagedBackend at decode: with FMS_ROPE_IN_ATTENTION's default it hands the attention kernel the new
+    tokens (q stays unrotated in the projection's output), without it rope_cache rotates q in place first; both
+    leave the same cache and give the same output."""
+    r = triton_interpret(_BACKEND)
+    assert r["fold_kept_q"] and not r["two_kernels_kept_q"], r  # each switch took its own path
+    assert r["caches_equal"] and r["changed"], r
+    assert r["err"] < 1e-5, r

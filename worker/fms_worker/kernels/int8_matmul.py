@@ -260,6 +260,7 @@ if triton is not None:
 
     _BYTES_TO_F32 = tl.constexpr(BYTES_TO_F32_PTX)
     _BYTES_TO_OFFSET_F32 = tl.constexpr(BYTES_TO_OFFSET_F32_PTX)
+    _OFFSET = tl.constexpr(OFFSET)
 
     @triton.jit
     def _int8_to_f32(w, MAGIC: tl.constexpr, ASM: tl.constexpr):
@@ -276,7 +277,7 @@ if triton is not None:
                 return tl.inline_asm_elementwise(_BYTES_TO_OFFSET_F32, "=r,=r,=r,=r,r", [w], dtype=tl.float32,
                                                  is_pure=True, pack=4)
             else:
-                return (w.to(tl.int32) + 32896).to(tl.float32)
+                return w.to(tl.float32) + _OFFSET  # exact: small integers
         elif MAGIC == 2 and ASM:
             return tl.inline_asm_elementwise(_BYTES_TO_F32, "=r,=r,=r,=r,r", [w], dtype=tl.float32, is_pure=True,
                                              pack=4)
@@ -329,7 +330,7 @@ if triton is not None:
             x_ptr += BLOCK_K
         out = tl.sum(acc, axis=1)
         if MAGIC == 3:
-            offset_x = 32896.0 * tl.sum(x_sum, axis=0)
+            offset_x = _OFFSET * tl.sum(x_sum, axis=0)
             out -= offset_x
         if SCALED:
             out *= tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)

@@ -206,13 +206,14 @@ def test_int8_offset_permute_gives_offset_plus_each_weight():
 def test_int8_model_catches_a_wrong_byte_or_offset():
     """The check above fails for a block with two selectors swapped or the offset's bias off by one."""
     rng = random.Random(4)
-    for bad in (BYTES_TO_F32_PTX.replace("0x7440", "0x7441", 1), BYTES_TO_F32_PTX.replace("0f4B000080", "0f4B000081"),
-                BYTES_TO_OFFSET_F32_PTX.replace("0x7404", "0x7414", 1)):
-        assert bad != BYTES_TO_F32_PTX
+    cases = [(BYTES_TO_F32_PTX, "0x7440", "0x7441", 0.0), (BYTES_TO_F32_PTX, "0f4B000080", "0f4B000081", 0.0),
+             (BYTES_TO_OFFSET_F32_PTX, "0x7404", "0x7414", OFFSET)]  # (block, text, its corruption, offset)
+    for good, text, wrong, offset in cases:
+        bad = good.replace(text, wrong, 1)
+        assert bad != good
         misses = 0
         for _ in range(50):
             qs, word = _int8_word(rng)
             regs = run_ptx(bad, {"$4": word})
-            want = [float(q) + (OFFSET if bad.count("prmt") and "sub.f32" not in bad else 0) for q in qs]
-            misses += [_f32_val(regs[f"${i}"]) for i in range(4)] != want
+            misses += [_f32_val(regs[f"${i}"]) for i in range(4)] != [offset + q for q in qs]
         assert misses > 40

@@ -229,7 +229,7 @@ BYTES_TO_F32_PTX = "\n".join([
 # The same without the subtract: each byte goes to bits 8-15 under the exponent of 2^15, the float OFFSET + q with
 # OFFSET = 2^15 + 128, and the GEMV takes OFFSET * sum(x) off each row's sum once instead (MAGIC 3): a permute a
 # weight and a quarter. Not exact: the running sums carry OFFSET * x, so float32 keeps fewer bits of the q * x part
-# (0.5-1.5e-4 relative on CPU at K ~1,000, against 1-3e-7 exact): below a bf16 output's rounding, not for float32
+# (0.5-1.5e-4 relative on CPU at K ~1,000, against 1-2e-7 exact): below a bf16 output's rounding, not for float32
 # outputs (docs/benchmarks.md).
 OFFSET = 32896.0
 BYTES_TO_OFFSET_F32_PTX = "\n".join([

@@ -127,7 +127,7 @@ for n, k in ((70, 1030), (33, 1024)):
         out.append(dict(case=f"offset gated {cfg} N={n} K={k}", err=((y.float() - ref).norm() / ref.norm()).item(),
                         tol=2e-3))
         y = km.int8_gemv(x, q[:n].contiguous(), scale[:n].half(), config=cfg, out_dtype=torch.float32)
-        # float32 keeps fewer bits of the q * x part than with the exact conversions (0.5-1.5e-4 here against 1-3e-7),
+        # float32 keeps fewer bits of the q * x part than with the exact conversions (0.5-1.5e-4 here against 1-2e-7),
         # which is why float32-out GEMVs (the LM head) do not tune with MAGIC 3
         out.append(dict(case=f"offset float32 {cfg} N={n} K={k}", err=((y - gate).norm() / gate.norm()).item(),
                         tol=5e-4))
@@ -188,6 +188,10 @@ def test_every_tile_family_matches_the_dense_product(interpreted):
     assert len(f32) == 3
     offset = [r for r in interpreted if r["case"].startswith("offset ")]
     assert len(offset) == 2 * 3 * sum(c["MAGIC"] == 3 for c in km.gemv_configs(permute=True)) == 36
+    # the float32 errors docs/benchmarks.md quotes for MAGIC 3 against the exact conversions (pytest -s shows them)
+    print("float32 out, relative error: offset (MAGIC 3)",
+          [f"{r['err']:.1e}" for r in offset if r["case"].startswith("offset float32")],
+          "exact", [f"{r['err']:.1e}" for r in f32])
     assert len(interpreted) - len(gemv) - len(gated) - len(g16) - len(f32) - len(offset) == 4 * 2 * 6 + 2
     bad = [r for r in interpreted if not r["err"] < r["tol"]]
     assert not bad, bad

@@ -209,9 +209,10 @@ if triton is not None:
 # in flight. Swept on H200 over 92 tiles, stage counts and K splits (8B shapes): these won; K splits never did.
 _GEMV = [(8, 512, 4, 3), (16, 512, 4, 3), (16, 512, 8, 3), (8, 1024, 4, 3), (4, 512, 4, 3), (8, 256, 4, 4)]
 
-# Experiment, off until measured on a GPU: FMS_INT8_PERMUTE=1 adds the byte-permute conversions (MAGIC 2 and 3,
-# see `_int8_to_f32`) to the GEMV's candidates. docs/benchmarks.md (quantization) says why.
-PERMUTE = os.environ.get("FMS_INT8_PERMUTE") == "1"
+# The byte-permute conversions (MAGIC 2 and 3, see `_int8_to_f32`) are among the GEMV's candidates: faster than the
+# magic add on every 8B shape on H200, int8 batch 1 +4.7% with them (docs/benchmarks.md, quantization).
+# FMS_INT8_PERMUTE=0 leaves them out.
+PERMUTE = os.environ.get("FMS_INT8_PERMUTE", "1") != "0"
 
 # int8 -> float32 for four weights of one 32-bit word ($4) -> $0..$3: flip the sign bits (q + 128, unsigned), let a
 # byte permute put each byte under the exponent of 2^23 (the float 2^23 + q + 128), subtract 2^23 + 128: exact.

@@ -390,3 +390,42 @@ def test_int8_gated_gemv(n, k):
     unfused = F.silu(gate_u) * up_u
     assert fused_row.shape == (1, n)
     assert _rel(fused_row, want) < 0.01 and _rel(fused_row, unfused) < 0.01
+
+
+def test_l2_prefetch_leaves_every_gemv_result_unchanged():
+    """FMS_L2_PREFETCH_MB's prefetches (kernels/l2_prefetch.py) only ask L2 for bytes: each one-row GEMV's output
+    with a Prefetch (one region and two, past the end of its program shares, and the autotuned path) is bit for
+    bit the output without; the next weight is untouched."""
+    from fms_worker.kernels import int4_gemv_packed as kp
+    from fms_worker.kernels.l2_prefetch import Prefetch
+    from fms_worker.quantization.int4 import pack_nibbles
+
+    g = torch.Generator(device=CUDA).manual_seed(0)
+    nxt = torch.randint(-128, 127, (14336 * 2, 4096), device=CUDA, dtype=torch.int8, generator=g)
+    before = nxt.clone()
+    asks = [Prefetch.of(nxt, 8 << 20), Prefetch.of(nxt, 8 << 20, halves=True), Prefetch.of(nxt, 1 << 40, halves=True),
+            Prefetch.of(nxt, 1000)]
+    x = torch.randn(1, 4096, device=CUDA, dtype=torch.bfloat16, generator=g)
+    w16 = torch.randn(2 * 1536, 4096, device=CUDA, dtype=torch.bfloat16, generator=g) * 0.02
+    q8, s8 = quantize_int8(w16.float())
+    s8 = s8.bfloat16()
+    q4, scale, zero = quantize_int4(w16.float(), 128)
+    packed, sz = pack_nibbles(q4, 128), torch.stack([scale, zero], dim=-1).bfloat16()
+    runs = {
+        "gemv16": lambda pf: km.gemv16(x, w16, prefetch=pf),
+        "gemv16 gated f32": lambda pf: km.gemv16(x, w16, gated=True, prefetch=pf),
+        "gemv16 f32": lambda pf: km.gemv16(x, w16, out_dtype=torch.float32, prefetch=pf),
+        "int8": lambda pf: km.int8_gemv(x, q8, s8, prefetch=pf),
+        "int8 gated": lambda pf: km.int8_gemv(x, q8, s8, gated=True, prefetch=pf),
+        "int8 f32": lambda pf: km.int8_gemv(x, q8, s8, out_dtype=torch.float32, prefetch=pf),
+        "int4": lambda pf: kp.int4_gemv_packed(x, packed, sz, 128, prefetch=pf),
+        "int4 gated": lambda pf: kp.int4_gemv_packed(x, packed, sz, 128, gated=True, prefetch=pf),
+    }
+    for name, run in runs.items():
+        ref = run(None)
+        for pf in asks:
+            assert torch.equal(run(pf), ref), (name, pf.nbytes, pf.second)
+    cfg = km.gemv_configs()[0]
+    assert torch.equal(km.int8_gemv(x, q8, s8, config=cfg, prefetch=asks[1]), km.int8_gemv(x, q8, s8, config=cfg))
+    torch.cuda.synchronize()
+    assert torch.equal(nxt, before)

@@ -97,14 +97,9 @@ def int4_rows(group: int = 128):
 
 
 INT4_PACKED_SIG = {"X": "*bf16", "XW": "*i64", "QW": "*i32", "SZ": "*bf16", "Y": "*bf16", "N": "i32", "K": "i32",
-                   "stride_qw": "i32", "PF": "*u8", "PF_BYTES": "i32", "PF_SECOND": "i32", "GROUP": "constexpr",
-                   "GATED": "constexpr", "EVEN": "constexpr", "IS_BF16": "constexpr", "ASM": "constexpr",
-                   "BLOCK_N": "constexpr", "GPS": "constexpr", "STAGES": "constexpr", "PREFETCH": "constexpr"}
-INT8_SIG = {"X": "*bf16", "Q": "*i8", "S": "*bf16", "B": "*bf16", "Y": "*bf16", "N": "i32", "K": "i32",
-            "stride_qn": "i32", "PF": "*u8", "PF_BYTES": "i32", "PF_SECOND": "i32", "HAS_BIAS": "constexpr",
-            "EVEN_K": "constexpr", "GATED": "constexpr", "MAGIC": "constexpr", "BLOCK_N": "constexpr",
-            "BLOCK_K": "constexpr", "STAGES": "constexpr", "SCALED": "constexpr", "ASM": "constexpr",
-            "PREFETCH": "constexpr"}
+                   "stride_qw": "i32", "GROUP": "constexpr", "GATED": "constexpr", "EVEN": "constexpr",
+                   "IS_BF16": "constexpr", "ASM": "constexpr", "BLOCK_N": "constexpr", "GPS": "constexpr",
+                   "STAGES": "constexpr"}
 
 
 def int4_packed_rows(group: int = 128):
@@ -112,7 +107,7 @@ def int4_packed_rows(group: int = 128):
     for c in k4p.configs(group):
         for gated in (False, True):
             consts = dict(GROUP=group, GATED=gated, EVEN=True, IS_BF16=True, ASM=True, BLOCK_N=c["BLOCK_N"],
-                          GPS=c["GPS"], STAGES=c["num_stages"], PREFETCH=False)
+                          GPS=c["GPS"], STAGES=c["num_stages"])
             weights = c["BLOCK_N"] * c["GPS"] * group * (2 if gated else 1) / (32 * c["num_warps"])
             yield (f"int4-packed g{group} {c}{' gated' if gated else ''}", weights,
                    stats(k4p._packed_gemv_kernel, sig, consts, c["num_warps"], c["num_stages"]))
@@ -133,10 +128,13 @@ def int4_tile_rows(group: int = 128):
 
 
 def int8_rows():
-    sig = INT8_SIG
+    sig = {"X": "*bf16", "Q": "*i8", "S": "*bf16", "B": "*bf16", "Y": "*bf16", "N": "i32", "K": "i32",
+           "stride_qn": "i32", "HAS_BIAS": "constexpr", "EVEN_K": "constexpr", "GATED": "constexpr",
+           "MAGIC": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "STAGES": "constexpr",
+           "SCALED": "constexpr", "ASM": "constexpr"}
     for c in k8.gemv_configs(permute=True):
         consts = dict(HAS_BIAS=False, EVEN_K=True, GATED=False, MAGIC=c["MAGIC"], BLOCK_N=c["BLOCK_N"],
-                      BLOCK_K=c["BLOCK_K"], STAGES=c["num_stages"], SCALED=True, ASM=True, PREFETCH=False)
+                      BLOCK_K=c["BLOCK_K"], STAGES=c["num_stages"], SCALED=True, ASM=True)
         yield (f"int8 {c}", c["BLOCK_N"] * c["BLOCK_K"] / (32 * c["num_warps"]),
                stats(k8._int8_gemv_kernel, sig, consts, c["num_warps"], c["num_stages"]))
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import torch
 
 from fms_worker.kernels import int4_ptx
-from fms_worker.kernels.l2_prefetch import Prefetch, kernel_args, l2_prefetch
 from fms_worker.kernels.tuning import group_gemv_rows, group_gemv_store, group_gemv_tuner, group_gemv_weights
 
 try:
@@ -98,12 +97,10 @@ if triton is not None:
         return acc + s * p + z * xs[None, :]
 
     @triton.jit
-    def _packed_gemv_kernel(X, XW, QW, SZ, Y, N, K, stride_qw, PF, PF_BYTES, PF_SECOND, GROUP: tl.constexpr,
-                            GATED: tl.constexpr, EVEN: tl.constexpr, IS_BF16: tl.constexpr, ASM: tl.constexpr,
-                            BLOCK_N: tl.constexpr, GPS: tl.constexpr, STAGES: tl.constexpr,
-                            PREFETCH: tl.constexpr = False):
-        """QW [N, K/8] int32 weight words; XW [K/4] int64 activation words; X [K] the same activations.
-        PREFETCH: each program then asks L2 for its share of the next matmul's weight (kernels/l2_prefetch.py)."""
+    def _packed_gemv_kernel(X, XW, QW, SZ, Y, N, K, stride_qw, GROUP: tl.constexpr, GATED: tl.constexpr,
+                            EVEN: tl.constexpr, IS_BF16: tl.constexpr, ASM: tl.constexpr,
+                            BLOCK_N: tl.constexpr, GPS: tl.constexpr, STAGES: tl.constexpr):
+        """QW [N, K/8] int32 weight words; XW [K/4] int64 activation words; X [K] the same activations."""
         WB: tl.constexpr = GROUP // 8  # weight words per group and row
         rn, n_ok, rows, sz_ptr, up_sz_ptr, sz_step = group_gemv_rows(SZ, N, GATED, BLOCK_N, GPS)
         gi = tl.arange(0, GPS)
@@ -133,18 +130,15 @@ if triton is not None:
             xl_ptr += GPS * (GROUP // 4)
             xs_ptr += GPS * GROUP
         group_gemv_store(Y, rn, n_ok, tl.sum(acc, axis=1), tl.sum(acc_up, axis=1), GATED)
-        if PREFETCH:
-            l2_prefetch(PF, PF_BYTES, PF_SECOND, 128)
 
     _tuned = group_gemv_tuner(_packed_gemv_kernel, configs)
     _gated_tuned = group_gemv_tuner(_packed_gemv_kernel, configs)
 
 
 def int4_gemv_packed(x, packed, sz, group: int, *, config: dict | None = None, out_dtype=None,
-                     gated: bool = False, prefetch: Prefetch | None = None):
+                     gated: bool = False):
     """y [1, N] = x [1, K] @ dequant(packed, sz).T (gated: silu(gate) * up of a [2N, K/2] weight), for
-    inputs `supported` accepts. `config` (tests): an entry of `configs(group)`. prefetch: the next matmul's
-    weight to ask L2 for at the end (kernels/l2_prefetch.py)."""
+    inputs `supported` accepts. `config` (tests): an entry of `configs(group)`."""
     if triton is None:
         raise RuntimeError("int4_gemv_packed needs triton")
     if not supported(x, packed):
@@ -156,8 +150,7 @@ def int4_gemv_packed(x, packed, sz, group: int, *, config: dict | None = None, o
     y = torch.empty(1, n, dtype=out_dtype or x.dtype, device=x.device)
     qw = packed.view(torch.int32)
     args = (x, x.view(torch.int64), qw, sz, y, n, k, qw.stride(0))
-    fixed = dict(GROUP=group, GATED=gated, IS_BF16=x.dtype == torch.bfloat16, ASM=x.is_cuda,
-                 **kernel_args(prefetch if x.is_cuda else None, qw))
+    fixed = dict(GROUP=group, GATED=gated, IS_BF16=x.dtype == torch.bfloat16, ASM=x.is_cuda)
     if config is not None:
         _packed_gemv_kernel[(triton.cdiv(n, config["BLOCK_N"]),)](
             *args, **fixed, EVEN=(k // group) % config["GPS"] == 0, BLOCK_N=config["BLOCK_N"], GPS=config["GPS"],

@@ -33,7 +33,6 @@ import os
 
 import torch
 
-from fms_worker.kernels.l2_prefetch import Prefetch, kernel_args, l2_prefetch
 from fms_worker.kernels.tuning import GEMV_MAX_M, m_bucket, short_bench, tile_ids
 
 try:
@@ -287,10 +286,9 @@ if triton is not None:
             return (w.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
 
     @triton.jit
-    def _int8_gemv_kernel(X, Q, S, B, Y, N, K, stride_qn, PF, PF_BYTES, PF_SECOND, HAS_BIAS: tl.constexpr,
-                          EVEN_K: tl.constexpr, GATED: tl.constexpr, MAGIC: tl.constexpr, BLOCK_N: tl.constexpr,
-                          BLOCK_K: tl.constexpr, STAGES: tl.constexpr, SCALED: tl.constexpr = True,
-                          ASM: tl.constexpr = True, PREFETCH: tl.constexpr = False):
+    def _int8_gemv_kernel(X, Q, S, B, Y, N, K, stride_qn, HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
+                          GATED: tl.constexpr, MAGIC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                          STAGES: tl.constexpr, SCALED: tl.constexpr = True, ASM: tl.constexpr = True):
         """Decode at batch 1, bound by reading the weight once: each program owns BLOCK_N output channels and
         keeps per-lane float32 partial sums [BLOCK_N, BLOCK_K] over the K loop (no tensor-core layouts, one
         cross-lane reduction at the end). The loop is software-pipelined (STAGES strips of the weight in
@@ -299,9 +297,7 @@ if triton is not None:
         GATED: q is a gated MLP's [2N, K] gate-up weight; each program also reads the up rows n + N and
         writes silu(gate) * up [N] (no [2N] intermediate, no activation kernel).
 
-        SCALED=False: q holds 16-bit weights themselves (`gemv16`); S is not read.
-
-        PREFETCH: each program then asks L2 for its share of the next matmul's weight (kernels/l2_prefetch.py)."""
+        SCALED=False: q holds 16-bit weights themselves (`gemv16`); S is not read."""
         pid = tl.program_id(0)
         rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
@@ -349,8 +345,6 @@ if triton is not None:
                 up *= tl.load(S + N + rn, mask=n_ok, other=0.0).to(tl.float32)
             out = out / (1.0 + tl.exp(-out)) * up
         tl.store(Y + rn, out.to(Y.dtype.element_ty), mask=n_ok)
-        if PREFETCH:
-            l2_prefetch(PF, PF_BYTES, PF_SECOND, 128)
 
     _int8_gemv = triton.heuristics({"EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0})(_int8_gemv_kernel)
 
@@ -372,13 +366,11 @@ if triton is not None:
 
 
 def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None, *,
-              config: dict | None = None, out_dtype: torch.dtype | None = None, gated: bool = False,
-              prefetch: Prefetch | None = None) -> torch.Tensor:
+              config: dict | None = None, out_dtype: torch.dtype | None = None, gated: bool = False) -> torch.Tensor:
     """`int8_matmul` for one row of x (decode at batch 1). `config` (tests): an entry of `gemv_configs`.
 
     gated: q [2N, K] holds a gated MLP's gate rows then its up rows; returns silu(x q_gate.T) * (x q_up.T),
-    [1, N], each product scaled by its rows' scales first (bias not allowed). prefetch: the next matmul's
-    weight to ask L2 for at the end (kernels/l2_prefetch.py)."""
+    [1, N], each product scaled by its rows' scales first (bias not allowed)."""
     m, k = x.shape
     n = q.shape[0] // 2 if gated else q.shape[0]
     if m != GEMV_MAX_M:
@@ -389,8 +381,7 @@ def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch
     args = (x, q, scale, bias if bias is not None else scale, y, n, k, q.stride(0))
     tuned = (_int8_gemv_gated_tuned if gated else
              _int8_gemv_f32_tuned if y.dtype == torch.float32 else _int8_gemv_tuned)
-    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, ASM=x.is_cuda,
-                            **kernel_args(prefetch if x.is_cuda else None, q)), config, tuned)
+    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, ASM=x.is_cuda), config, tuned)
     return y
 
 
@@ -411,30 +402,28 @@ def gemv16_supported(x: torch.Tensor, w: torch.Tensor) -> bool:
 
 
 def gemv16(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, *, config: dict | None = None,
-           gated: bool = False, out_dtype: torch.dtype | None = None, prefetch: Prefetch | None = None) -> torch.Tensor:
+           gated: bool = False, out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """y [1, N] = x [1, K] @ w.T (+ bias) for 16-bit weights w [N, K], by the int8 GEMV without scales; gated: w
     [2N, K] holds gate then up rows and y = silu(gate) * up (no bias). `config` (tests): a `gemv16_configs` entry.
-    `out_dtype` float32 keeps the accumulator unrounded (the LM head's logits). prefetch: as `int8_gemv`'s."""
+    `out_dtype` float32 keeps the accumulator unrounded (the LM head's logits)."""
     m, k = x.shape
     n = w.shape[0] // 2 if gated else w.shape[0]
     if m != GEMV_MAX_M or w.shape[1] != k or (gated and (bias is not None or w.shape[0] % 2)):
         raise ValueError(f"gemv16: x {tuple(x.shape)}, w {tuple(w.shape)}, gated {gated}, bias {bias is not None}")
     y = torch.empty(1, n, dtype=out_dtype or x.dtype, device=x.device)
     args = (x, w, w, bias if bias is not None else w, y, n, k, w.stride(0))
-    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, SCALED=False, **kernel_args(prefetch, w)), config,
+    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, SCALED=False), config,
               _gemv16_gated_tuned if gated else _gemv16_tuned)
     return y
 
 
 def int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None, *,
-                config: dict | None = None, out_dtype: torch.dtype | None = None,
-                prefetch: Prefetch | None = None) -> torch.Tensor:
+                config: dict | None = None, out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """y [M, N] = (x [M, K] @ q [N, K].T) * scale [N] (+ bias [N]) in `out_dtype` (default x's: bf16 or fp16;
     float32 keeps the accumulator unrounded).
 
     `config` (tests) skips the autotuner: an entry of `configs_for`, optionally with SPLIT_K.
     float32 x runs too (as TF32 on GPU); it is there for the Triton interpreter, which mishandles bf16 dots.
-    prefetch: for one row (the GEMV), as `int8_gemv`'s.
     """
     if triton is None:
         raise RuntimeError("int8_matmul needs triton")
@@ -444,7 +433,7 @@ def int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: tor
         raise ValueError(f"int8_matmul: x {tuple(x.shape)} stride {x.stride()}, q {tuple(q.shape)} {q.dtype}, "
                          f"scale {tuple(scale.shape)}")
     if m == GEMV_MAX_M and config is None:
-        return int8_gemv(x, q, scale, bias, out_dtype=out_dtype, prefetch=prefetch)
+        return int8_gemv(x, q, scale, bias, out_dtype=out_dtype)
     y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device)
     if m == 0:
         return y

@@ -98,8 +98,7 @@ class ParallelLMHead(_VocabSlice):
         if hidden.dtype == torch.float32:
             return F.linear(hidden, self.weight)
         if GEMV16 and gemv16_supported(hidden, self.weight):  # one row (decode at batch 1): our GEMV
-            return gemv16(hidden.reshape(1, -1), self.weight, out_dtype=torch.float32,
-                          prefetch=getattr(self, "l2_next", None)).reshape(*hidden.shape[:-1], -1)
+            return gemv16(hidden.reshape(1, -1), self.weight, out_dtype=torch.float32).reshape(*hidden.shape[:-1], -1)
         if hidden.is_cuda and _mm_float32_out(hidden.device):
             flat = hidden.reshape(-1, hidden.shape[-1])
             return torch.mm(flat, self.weight.t(), out_dtype=torch.float32).reshape(*hidden.shape[:-1], -1)

@@ -72,11 +72,6 @@ class LinearMethod:
         """The method an untied LM head uses, or None to keep it in the model dtype (the default)."""
         return None
 
-    def gemv_weight(self, layer: nn.Module) -> torch.Tensor | None:
-        """The one tensor this method's one-row kernel streams for `layer` (what the matmul before may ask L2
-        for: layers/prefetch_chain.py), or None (the default: no such kernel)."""
-        return None
-
 
 # Unquantized one-row matmuls (bf16 decode at batch 1) run the int8 GEMV's loop on the 16-bit weights
 # (kernels/int8_matmul.gemv16): the gate-up projection writes silu(gate) * up itself, and no split-K reduce kernel
@@ -94,19 +89,13 @@ class UnquantizedLinearMethod(LinearMethod):
 
     def apply(self, layer, x, bias):
         if GEMV16 and gemv.gemv16_supported(x, layer.weight):
-            return gemv.gemv16(x.reshape(1, -1), layer.weight, bias,
-                               prefetch=getattr(layer, "l2_next", None)).reshape(*x.shape[:-1], -1)
+            return gemv.gemv16(x.reshape(1, -1), layer.weight, bias).reshape(*x.shape[:-1], -1)
         return F.linear(x, layer.weight, bias)
 
     def apply_silu_mul(self, layer, x, bias):
         if GEMV16 and bias is None and gemv.gemv16_supported(x, layer.weight):
-            return gemv.gemv16(x.reshape(1, -1), layer.weight, gated=True,
-                               prefetch=getattr(layer, "l2_next", None)).reshape(*x.shape[:-1], -1)
+            return gemv.gemv16(x.reshape(1, -1), layer.weight, gated=True).reshape(*x.shape[:-1], -1)
         return super().apply_silu_mul(layer, x, bias)
-
-    def gemv_weight(self, layer):
-        w = getattr(layer, "weight", None)
-        return w if GEMV16 and w is not None and w.dtype in (torch.bfloat16, torch.float16) else None
 
     def warm_up(self, layer, max_rows, float32_out=False):
         """The 16-bit GEMV's autotuner runs once per shape here, not inside a CUDA graph capture."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from fms_worker.layers import fused, prefetch_chain
+from fms_worker.layers import fused
 from fms_worker.layers.attention import TorchSDPABackend
 from fms_worker.layers.attention_triton import TritonPagedBackend
 from fms_worker.loader import load_model
@@ -45,10 +45,6 @@ class ModelRunner:
         self.model = model if model is not None else load_model(model_dir, device, dtype, hf_config,  # TP/PP: a slice
                                                                 quant_method=quant_method)
         self.vocab_size = self.model.args.vocab_size
-        budget = prefetch_chain.budget_from_env()
-        if self.gpu and budget and hasattr(self.model, "matmul_order"):
-            links = prefetch_chain.link(self.model.matmul_order(), budget)
-            log.info("L2 prefetch: %d matmuls ask for up to %.1f MiB of the next one's weight", links, budget / 2**20)
         # Decode attention splits each sequence's keys by how many KV heads fill the GPU; in tree mode it counts
         # the model's, not this rank's, so every tensor degree splits (and adds the splits) as one GPU does.
         local_kv_heads = self.model.attention_layers()[0].num_kv_heads

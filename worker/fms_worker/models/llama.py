@@ -179,11 +179,3 @@ class LlamaForCausalLM(nn.Module):
 
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn.attn for layer in self.model.layers]
-
-    def matmul_order(self) -> list[nn.Module]:
-        """The matmuls in the order a decode step runs them, the LM head last (layers/prefetch_chain.py)."""
-        order = []
-        for layer in self.model.layers:
-            attn, mlp = layer.self_attn, layer.mlp
-            order += [attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj]
-        return order + [self.lm_head]

@@ -143,8 +143,7 @@ class Int4LinearMethod(TunedLinearMethod):
         """The Triton kernels on rows x2 (gated: one row, silu(gate) * up)."""
         if PAIRS and x2.shape[0] == 1 and packed_gemv.supported(x2, layer.qweight):
             return packed_gemv.int4_gemv_packed(x2, layer.qweight, layer.scales_and_zeros, self.group_size,
-                                                out_dtype=out_dtype, gated=gated,
-                                                prefetch=getattr(layer, "l2_next", None))
+                                                out_dtype=out_dtype, gated=gated)
         if gated:
             return int4_gemv(x2, layer.qweight, layer.scales_and_zeros, self.group_size, gated=True)
         return int4_matmul(x2, layer.qweight, layer.scales_and_zeros, self.group_size, out_dtype=out_dtype,
@@ -163,9 +162,6 @@ class Int4LinearMethod(TunedLinearMethod):
             y = self._matmul(layer, self.rows(layer, x), gated=True)
             return y.reshape(*x.shape[:-1], -1)
         return super().apply_silu_mul(layer, x, bias)
-
-    def gemv_weight(self, layer):
-        return layer.qweight if PAIRS and getattr(layer, "int4_kernel", None) == "triton" else None
 
     def warm_up_input(self, layer):
         if layer.int4_kernel != "triton":

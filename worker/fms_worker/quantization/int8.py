@@ -91,8 +91,7 @@ class Int8LinearMethod(TunedLinearMethod):
         """One row (decode at batch 1): the GEMV reads gate and up rows together and writes silu(gate) * up."""
         if (layer.int8_kernel == "triton" and bias is None and x.dtype in (torch.float16, torch.bfloat16)
                 and x.numel() == x.shape[-1] == layer.qweight.shape[1]):
-            y = int8_gemv(self.rows(layer, x), layer.qweight, layer.scales, gated=True,
-                          prefetch=getattr(layer, "l2_next", None))
+            y = int8_gemv(self.rows(layer, x), layer.qweight, layer.scales, gated=True)
             return y.reshape(*x.shape[:-1], -1)
         return super().apply_silu_mul(layer, x, bias)
 
@@ -108,10 +107,6 @@ class Int8LinearMethod(TunedLinearMethod):
         return super().apply_float32(layer, x)
 
     def _triton(self, layer, x, bias, out_dtype):
-        y = int8_matmul(self.rows(layer, x), layer.qweight, layer.scales, bias, out_dtype=out_dtype,
-                        prefetch=getattr(layer, "l2_next", None))
+        y = int8_matmul(self.rows(layer, x), layer.qweight, layer.scales, bias, out_dtype=out_dtype)
         return y.reshape(*x.shape[:-1], -1)
-
-    def gemv_weight(self, layer):
-        return layer.qweight if getattr(layer, "int8_kernel", None) == "triton" else None
 

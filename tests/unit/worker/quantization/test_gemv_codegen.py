@@ -84,26 +84,3 @@ def test_int4_pair_tiles_issue_fewer_instructions():
         p_weights, p_st = rows[name + " pairs"]
         assert p_st["cp_async"] == st["cp_async"] and p_st["scalar_global_loads"] <= st["scalar_global_loads"], name
         assert p_st["sass"] / p_weights <= 0.8 * st["sass"] / weights, (name, p_st["sass"], st["sass"])
-
-
-@pytest.mark.parametrize("kernel", ["int8", "int4-packed"])
-def test_l2_prefetch_comes_after_the_programs_own_work(kernel):
-    """PREFETCH (kernels/l2_prefetch.py) adds predicated L2 prefetches of the next weight after the result's
-    store, so a program's own loads go first; without it the kernel has none."""
-    from fms_worker.kernels import int4_gemv_packed as k4p
-    from fms_worker.kernels import int8_matmul as k8
-
-    def ptx(prefetch: bool) -> str:
-        if kernel == "int8":
-            consts = dict(HAS_BIAS=False, EVEN_K=True, GATED=True, MAGIC=3, BLOCK_N=8, BLOCK_K=512, STAGES=3,
-                          SCALED=True, ASM=True, PREFETCH=prefetch)
-            return kernel_ptx.compile_kernel(k8._int8_gemv_kernel, kernel_ptx.INT8_SIG, consts, 4, 3).asm["ptx"]
-        consts = dict(GROUP=128, GATED=False, EVEN=True, IS_BF16=True, ASM=True, BLOCK_N=16, GPS=4, STAGES=3,
-                      PREFETCH=prefetch)
-        return kernel_ptx.compile_kernel(k4p._packed_gemv_kernel, kernel_ptx.INT4_PACKED_SIG, consts, 4, 3).asm["ptx"]
-
-    assert "prefetch.global.L2" not in ptx(False)
-    text = ptx(True)
-    asks = [i for i in range(len(text)) if text.startswith("@p prefetch.global.L2", i)]
-    assert len(asks) >= 2  # the first region and the second (a gated next weight's up rows)
-    assert text.rfind("st.global") < asks[0]

@@ -252,18 +252,9 @@ def gemv_configs(permute: bool | None = None) -> list[dict]:
             for magic in modes for bn, bk, w, st in _GEMV]
 
 
-# Experiment, off until measured: FMS_GEMV16_TILES=wide adds tiles with fewer rows or shorter strips to the 16-bit
-# GEMV's candidates, for tensor parallelism's per-rank shapes (K 2,048 and 7,168 at TP=2, fewer rows).
-_GEMV16_WIDE = [(4, 256, 4, 4), (8, 256, 4, 6), (4, 512, 4, 4), (16, 256, 8, 4), (8, 128, 4, 8), (32, 256, 8, 3)]
-GEMV16_WIDE = os.environ.get("FMS_GEMV16_TILES") == "wide"
-
-
-def gemv16_configs(wide: bool | None = None) -> list[dict]:
-    """The GEMV's candidate tiles for 16-bit weights (their conversion to float32 is exact and cheap); `wide`
-    (default: FMS_GEMV16_TILES=wide) adds more."""
-    extra = _GEMV16_WIDE if (GEMV16_WIDE if wide is None else wide) else []
-    return [c for c in gemv_configs() if not c["MAGIC"]] + [
-        dict(BLOCK_N=bn, BLOCK_K=bk, num_warps=w, num_stages=st, MAGIC=0) for bn, bk, w, st in extra]
+def gemv16_configs() -> list[dict]:
+    """The GEMV's candidate tiles for 16-bit weights (their conversion to float32 is exact and cheap)."""
+    return [c for c in gemv_configs() if not c["MAGIC"]]
 
 
 if triton is not None:

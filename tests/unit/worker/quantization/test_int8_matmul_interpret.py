@@ -89,7 +89,7 @@ for n, k in ((100, 200), (33, 1030)):
     ref = x.float() @ w[:n].float().t() + b.float()
     gate, up = (x.float() @ w.float().t()).chunk(2, dim=-1)
     ref_gated = torch.nn.functional.silu(gate) * up
-    for cfg in km.gemv16_configs(wide=True):
+    for cfg in km.gemv16_configs():
         y = km.gemv16(x, w[:n].contiguous(), b, config=cfg)
         out.append(dict(case=f"gemv16 {cfg} N={n} K={k}", err=((y.float() - ref).norm() / ref.norm()).item(), tol=2e-3))
         y = km.gemv16(x, w, config=cfg, gated=True)
@@ -183,7 +183,7 @@ def test_every_tile_family_matches_the_dense_product(interpreted):
     gated = [r for r in interpreted if r["case"].startswith("gated gemv ")]
     assert len(gated) == 2 * len(km.gemv_configs())
     g16 = [r for r in interpreted if r["case"].startswith(("gemv16", "gated gemv16"))]
-    assert len(g16) == 2 * 2 * len(km.gemv16_configs(wide=True))  # plain with bias and gated, two shapes
+    assert len(g16) == 2 * 2 * len(km.gemv16_configs())  # plain with bias and gated, two shapes
     f32 = [r for r in interpreted if r["case"].startswith("float32 out")]
     assert len(f32) == 3
     offset = [r for r in interpreted if r["case"].startswith("offset ")]

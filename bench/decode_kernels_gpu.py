@@ -48,7 +48,7 @@ def graph_us(fn) -> float:
     return triton.testing.do_bench_cudagraph(fn, rep=50) * 1e3
 
 
-L2_CLEAR_BYTES = 160 << 20  # over three times an H100/H200's 50 MB L2
+L2_CLEAR_BYTES = 160 << 20  # over three times an H100's 50 MB L2
 
 
 def cold_copies(*tensors: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:

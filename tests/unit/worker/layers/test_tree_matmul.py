@@ -68,8 +68,23 @@ def test_a_bad_split_is_refused():
 
 _KERNEL = r'''
 import json
+import numpy as np
 import torch
+import triton.runtime.interpreter as interp
 from fms_worker.kernels import tree_matmul as tm
+
+# The interpreter's tl.dot is numpy's float32 matmul, whose BLAS may sum an output in an order that depends on
+# its column's place in the tile (it does on the AMD EPYC development machine, which CI's resembles), where a
+# tensor-core tile adds each output the same way wherever it sits. So that the "columns" check below tests the
+# kernel, not the BLAS, each float32 tile product here is the float32 rounding of its float64 one: a function
+# of its own row and column.
+_dot = interp.InterpreterBuilder.create_dot
+def _create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+    if a.data.dtype == np.float32 and b.data.dtype == np.float32:
+        product = (a.data.astype(np.float64) @ b.data.astype(np.float64)).astype(np.float32)
+        return interp.TensorHandle(product + d.data, d.dtype.scalar)
+    return _dot(self, a, b, d, input_precision, max_num_imprecise_acc)
+interp.InterpreterBuilder.create_dot = _create_dot
 
 gen = torch.Generator().manual_seed(0)
 x = torch.randn(5, 192, generator=gen)

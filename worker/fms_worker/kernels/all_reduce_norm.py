@@ -21,7 +21,7 @@ attention's reduction uses one, the MLP's the other. By the time a rank writes
 a half again, every peer has signalled in the call between, which it does
 only after finishing the call that read that half.
 
-`push` (the default for two ranks, parallel/reduce_norm.py): step 1 writes this rank's rows
+`push` (the default for two and four ranks, parallel/reduce_norm.py): step 1 writes this rank's rows
 into its slot of every rank's half instead, and step 3 reads them all from the
 rank's own buffer, which trades the reads over NVLink for posted writes.
 """

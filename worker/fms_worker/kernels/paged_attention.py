@@ -90,6 +90,12 @@ if triton is not None:
     from fms_worker.kernels.rope_cache import as_stored
 
     @triton.jit
+    def _rotate_half(x, partner, lower, cs, sn):
+        """float32 rotate-half rotary of rows x [.., D], given each element's partner (d +- D/2) and whether d
+        lies in the lower half."""
+        return tl.where(lower, x * cs - partner * sn, x * cs + partner * sn)
+
+    @triton.jit
     def _paged_attn_kernel(
         Q, K, V, O, LSE,
         block_tables, seq_lens, query_start,
@@ -138,8 +144,7 @@ if triton is not None:
             qp = tl.load(q_ptr + partner, mask=row_ok[:, None], other=0.0).to(tl.float32)
             cs = tl.load(COS + pos * stride_p + d % HALF).to(dt).to(tl.float32)[None, :]
             sn = tl.load(SIN + pos * stride_p + d % HALF).to(dt).to(tl.float32)[None, :]
-            qf = q.to(tl.float32)
-            q = tl.where(lower, qf * cs - qp * sn, qf * cs + qp * sn).to(dt)
+            q = _rotate_half(q.to(tl.float32), qp, lower, cs, sn).to(dt)
         if FP8_CACHE:  # the dots run in fp16, to which e4m3 converts exactly in one instruction a pair
             q = tl.clamp(q.to(tl.float32), -65504.0, 65504.0).to(tl.float16)
 
@@ -177,9 +182,8 @@ if triton is not None:
             acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
             m_i = m_new
         if NEW_KV:  # rotate the new key, store it and the value as the cache holds them (its split's program only)
-            kf, kp = kf.to(tl.float32), kp.to(tl.float32)
-            k_new = as_stored(tl.where(lower, kf * cs - kp * sn, kf * cs + kp * sn), k_scale, K.dtype.element_ty, dt,
-                              FP8_CACHE, FP8_MAX)
+            k_new = as_stored(_rotate_half(kf.to(tl.float32), kp.to(tl.float32), lower, cs, sn), k_scale,
+                              K.dtype.element_ty, dt, FP8_CACHE, FP8_MAX)
             v_new = as_stored(vf.to(tl.float32), v_scale, V.dtype.element_ty, dt, FP8_CACHE, FP8_MAX)
             at = (slot_new // PAGE) * stride_kb + (slot_new % PAGE) * stride_ks + kvh * stride_kh + d[None, :]
             tl.store(K + at, k_new, mask=has_new & (d < HEAD_DIM)[None, :])

@@ -6,9 +6,9 @@ all-reduce too. Same limits as the one-shot all-reduce (parallel/one_shot.py):
 CUDA, one pipeline stage, messages up to the largest decode graph's. Larger
 messages (long prefills) keep the all-reduce and the compiled add+norm.
 The kernel's push variant (each rank writes its rows into every rank's buffer,
-then reads locally) is the default for two ranks, where it was measured faster
-than pulling the peers' rows (docs/benchmarks.md); from four ranks on the pull
-variant stays until push is measured there. `FMS_FUSED_NORM` in the worker's
+then reads locally) is the default for two and four ranks, where it was measured
+faster than pulling the peers' rows (docs/benchmarks.md); other degrees keep the
+pull variant until push is measured there. `FMS_FUSED_NORM` in the worker's
 environment: `0` off, `pull` or `push` to choose, unset (or `1`) by the degree.
 """
 
@@ -24,6 +24,7 @@ from fms_worker.parallel.one_shot import symmetric_buffer
 log = logging.getLogger(__name__)
 
 ENV_SWITCH = "FMS_FUSED_NORM"
+PUSH_WORLDS = (2, 4)  # degrees where push was measured faster than pull (H200, bench/reduce_norm_gpu.py)
 
 
 def max_rows(world: int, push: bool = False) -> int:
@@ -31,7 +32,7 @@ def max_rows(world: int, push: bool = False) -> int:
     (bench/reduce_norm_gpu.py, hidden 4096). Pull: up to 64 of 2 ranks, 8 of 4; each program's flag exchange
     with every peer costs more as both grow, so 128 / world^2: 32 for 2 ranks, 8 for 4, 2 for 8. Push on 2
     ranks: 64 rows took 6.9 us against 14.5, on 4 ranks 12.8 against 16.9 (more rows were not measured)."""
-    if push and world in (2, 4):
+    if push and world in PUSH_WORLDS:
         return 64
     return max(1, 128 // world ** 2)
 
@@ -42,7 +43,7 @@ def mode_from_env(world: int) -> str | None:
     value = os.environ.get(ENV_SWITCH, "1")
     if value in ("0", "pull", "push"):
         return None if value == "0" else value
-    return "push" if world in (2, 4) else "pull"
+    return "push" if world in PUSH_WORLDS else "pull"
 
 
 class AllReduceAddNorm:

@@ -4,9 +4,12 @@
 
 Runs the engine (bf16, CUDA graphs, async scheduling as configured) on one
 128-token prompt, profiles `--steps` decode steps with torch.profiler and
-reports per step: wall time, GPU busy time (sum of kernel durations), and the
+reports per step: wall time, GPU busy time (sum of kernel durations), the
 kernels grouped by kind (matmul, attention, norm/rotary/activation, sampling,
-copies), with the bandwidth the matmuls reach on the weight bytes.
+copies), with the bandwidth the matmuls reach on the weight bytes, and the idle
+time between consecutive kernels, split at --gap-us into short gaps (one kernel
+after another inside a step's graph: launch and drain) and long ones (waiting on
+the host between steps).
 """
 
 from __future__ import annotations
@@ -58,6 +61,18 @@ def step_weight_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters()) - unread
 
 
+def idle_gaps(kernels) -> list[float]:
+    """Microseconds the GPU sat idle between one kernel's end and the next one's start (kernels of one stream,
+    as a decode step's are; overlapping kernels count no gap)."""
+    spans = sorted((e.time_range.start, e.time_range.end) for e in kernels)
+    gaps, end = [], None
+    for start, stop in spans:
+        if end is not None and start > end:
+            gaps.append(start - end)
+        end = stop if end is None else max(end, stop)
+    return gaps
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", type=Path)
@@ -67,6 +82,8 @@ def main() -> None:
     ap.add_argument("--kv-cache-dtype", default="auto")
     ap.add_argument("--batch", type=int, default=1, help="decode this many sequences at once (512-token prompts)")
     ap.add_argument("--sync", action="store_true", help="async scheduling off")
+    ap.add_argument("--gap-us", type=float, default=20.0,
+                    help="idle gaps between kernels shorter than this count as inside a step")
     ap.add_argument("--tp", type=int, default=1, help="tensor-parallel degree: rank 0's kernels are profiled "
                                                       "(its weight slice; every rank runs the same step)")
     args = ap.parse_args()
@@ -114,6 +131,8 @@ def main() -> None:
                 by_name[avg.key] = [avg.self_device_time_total, avg.count]
     for name, (us, _) in by_name.items():
         by_kind[kind_of(name)] += us
+    gaps = idle_gaps(kernels)
+    short = [g for g in gaps if g < args.gap_us]
     kernels = kernels or [None] * int(sum(c for _, c in by_name.values()))
     busy_us = sum(by_kind.values())
     step_us = wall * 1e6 / args.steps
@@ -128,6 +147,10 @@ def main() -> None:
         "weight_read_us_at_copy_bandwidth": weight_bytes / bw * 1e6,
         "matmul_bandwidth_Bps": weight_bytes / (matmul_us * 1e-6) if matmul_us else None,
         "kernels_per_step": len(kernels) / args.steps, "us_per_step_by_kind": per_step,
+        "gap_us": args.gap_us, "short_gaps_per_step": len(short) / args.steps,
+        "short_gap_us_per_step": sum(short) / args.steps,
+        "long_gap_us_per_step": (sum(gaps) - sum(short)) / args.steps,
+        "short_gap_median_us": sorted(short)[len(short) // 2] if short else None,
         "top_kernels": [{"name": n[:120], "us_per_step": v[0] / args.steps, "calls_per_step": v[1] / args.steps}
                         for n, v in sorted(by_name.items(), key=lambda kv: -kv[1][0])[:25]],
     }
@@ -139,6 +162,10 @@ def main() -> None:
           f"bandwidth {res['weight_read_us_at_copy_bandwidth']:.0f} us")
     for k, v in per_step.items():
         print(f"  {k:<20} {v:8.1f} us")
+    if gaps:
+        print(f"idle between kernels a step: {res['short_gap_us_per_step']:.0f} us in "
+              f"{res['short_gaps_per_step']:.0f} gaps under {args.gap_us:g} us (median "
+              f"{res['short_gap_median_us']:.2f} us), {res['long_gap_us_per_step']:.0f} us in longer ones")
     if res["matmul_bandwidth_Bps"]:
         print(f"matmuls read the weights at {res['matmul_bandwidth_Bps'] / 1e12:.2f} TB/s "
               f"({res['matmul_bandwidth_Bps'] / bw:.0%} of the copy bandwidth)")

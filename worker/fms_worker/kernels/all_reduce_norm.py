@@ -32,6 +32,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fms_worker.kernels.tuning import pdl_done, pdl_launch, pdl_wait
+
 MAX_PROGRAMS = tl.constexpr(128)  # signal slots: 2 halves x MAX_PROGRAMS x world; torch's default pad holds 2,304
 
 
@@ -39,7 +41,8 @@ MAX_PROGRAMS = tl.constexpr(128)  # signal slots: 2 halves x MAX_PROGRAMS x worl
 def _reduce_add_norm(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, buf_ptrs, sig_ptrs,
                      rank, rows, hidden, half_elems, slot_elems, eps, programs,
                      PARITY: tl.constexpr, WORLD: tl.constexpr, WORLD_P2: tl.constexpr, ITERS: tl.constexpr,
-                     PUSH: tl.constexpr, BLOCK: tl.constexpr):
+                     PUSH: tl.constexpr, BLOCK: tl.constexpr, USE_PDL: tl.constexpr = 0):
+    pdl_wait(USE_PDL)  # the projection's partial rows are written before any peer is told so
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     mask = cols < hidden
@@ -90,6 +93,7 @@ def _reduce_add_norm(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, buf_ptrs, sig_
         normed = (h * inv).to(dtype)
         tl.store(res_out_ptr + row * hidden + cols, r, mask=m)
         tl.store(out_ptr + row * hidden + cols, (w.to(tl.float32) * normed.to(tl.float32)).to(dtype), mask=m)
+    pdl_done(USE_PDL)
 
 
 def grid_size(rows: int) -> int:
@@ -120,5 +124,5 @@ def reduce_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.T
     _reduce_add_norm[(grid,)](x, residual, weight, out, res_out, buf_ptrs, sig_ptrs, rank, rows, hidden,
                               half_elems, slot, eps, grid, PARITY=parity, WORLD=world,
                               WORLD_P2=triton.next_power_of_2(world), ITERS=triton.cdiv(rows, grid), PUSH=push,
-                              BLOCK=block, num_warps=max(1, min(16, block // 256)))
+                              BLOCK=block, num_warps=max(1, min(16, block // 256)), **pdl_launch(x))
     return out, res_out

@@ -27,7 +27,8 @@ from __future__ import annotations
 import torch
 
 from fms_worker.kernels import int4_ptx
-from fms_worker.kernels.tuning import group_gemv_rows, group_gemv_store, group_gemv_tuner, group_gemv_weights
+from fms_worker.kernels.tuning import (group_gemv_rows, group_gemv_store, group_gemv_tuner, group_gemv_weights,
+                                      pdl_done, pdl_launch, pdl_wait)
 
 try:
     import triton
@@ -99,8 +100,10 @@ if triton is not None:
     @triton.jit
     def _packed_gemv_kernel(X, XW, QW, SZ, Y, N, K, stride_qw, GROUP: tl.constexpr, GATED: tl.constexpr,
                             EVEN: tl.constexpr, IS_BF16: tl.constexpr, ASM: tl.constexpr,
-                            BLOCK_N: tl.constexpr, GPS: tl.constexpr, STAGES: tl.constexpr):
+                            BLOCK_N: tl.constexpr, GPS: tl.constexpr, STAGES: tl.constexpr,
+                            USE_PDL: tl.constexpr = 0):
         """QW [N, K/8] int32 weight words; XW [K/4] int64 activation words; X [K] the same activations."""
+        pdl_wait(USE_PDL)
         WB: tl.constexpr = GROUP // 8  # weight words per group and row
         rn, n_ok, rows, sz_ptr, up_sz_ptr, sz_step = group_gemv_rows(SZ, N, GATED, BLOCK_N, GPS)
         gi = tl.arange(0, GPS)
@@ -130,6 +133,7 @@ if triton is not None:
             xl_ptr += GPS * (GROUP // 4)
             xs_ptr += GPS * GROUP
         group_gemv_store(Y, rn, n_ok, tl.sum(acc, axis=1), tl.sum(acc_up, axis=1), GATED)
+        pdl_done(USE_PDL)
 
     _tuned = group_gemv_tuner(_packed_gemv_kernel, configs)
     _gated_tuned = group_gemv_tuner(_packed_gemv_kernel, configs)
@@ -150,7 +154,7 @@ def int4_gemv_packed(x, packed, sz, group: int, *, config: dict | None = None, o
     y = torch.empty(1, n, dtype=out_dtype or x.dtype, device=x.device)
     qw = packed.view(torch.int32)
     args = (x, x.view(torch.int64), qw, sz, y, n, k, qw.stride(0))
-    fixed = dict(GROUP=group, GATED=gated, IS_BF16=x.dtype == torch.bfloat16, ASM=x.is_cuda)
+    fixed = dict(GROUP=group, GATED=gated, IS_BF16=x.dtype == torch.bfloat16, ASM=x.is_cuda, **pdl_launch(x))
     if config is not None:
         _packed_gemv_kernel[(triton.cdiv(n, config["BLOCK_N"]),)](
             *args, **fixed, EVEN=(k // group) % config["GPS"] == 0, BLOCK_N=config["BLOCK_N"], GPS=config["GPS"],

@@ -33,7 +33,7 @@ import os
 
 import torch
 
-from fms_worker.kernels.tuning import GEMV_MAX_M, m_bucket, short_bench, tile_ids
+from fms_worker.kernels.tuning import GEMV_MAX_M, m_bucket, pdl_done, pdl_launch, pdl_wait, short_bench, tile_ids
 
 try:
     import triton
@@ -288,7 +288,8 @@ if triton is not None:
     @triton.jit
     def _int8_gemv_kernel(X, Q, S, B, Y, N, K, stride_qn, HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
                           GATED: tl.constexpr, MAGIC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                          STAGES: tl.constexpr, SCALED: tl.constexpr = True, ASM: tl.constexpr = True):
+                          STAGES: tl.constexpr, SCALED: tl.constexpr = True, ASM: tl.constexpr = True,
+                          USE_PDL: tl.constexpr = 0):
         """Decode at batch 1, bound by reading the weight once: each program owns BLOCK_N output channels and
         keeps per-lane float32 partial sums [BLOCK_N, BLOCK_K] over the K loop (no tensor-core layouts, one
         cross-lane reduction at the end). The loop is software-pipelined (STAGES strips of the weight in
@@ -297,7 +298,8 @@ if triton is not None:
         GATED: q is a gated MLP's [2N, K] gate-up weight; each program also reads the up rows n + N and
         writes silu(gate) * up [N] (no [2N] intermediate, no activation kernel).
 
-        SCALED=False: q holds 16-bit weights themselves (`gemv16`); S is not read."""
+        SCALED=False: q holds 16-bit weights themselves (`gemv16`); S is not read. USE_PDL: tuning.PDL_MODES."""
+        pdl_wait(USE_PDL)
         pid = tl.program_id(0)
         rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
@@ -345,6 +347,7 @@ if triton is not None:
                 up *= tl.load(S + N + rn, mask=n_ok, other=0.0).to(tl.float32)
             out = out / (1.0 + tl.exp(-out)) * up
         tl.store(Y + rn, out.to(Y.dtype.element_ty), mask=n_ok)
+        pdl_done(USE_PDL)
 
     _int8_gemv = triton.heuristics({"EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0})(_int8_gemv_kernel)
 
@@ -381,7 +384,7 @@ def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch
     args = (x, q, scale, bias if bias is not None else scale, y, n, k, q.stride(0))
     tuned = (_int8_gemv_gated_tuned if gated else
              _int8_gemv_f32_tuned if y.dtype == torch.float32 else _int8_gemv_tuned)
-    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, ASM=x.is_cuda), config, tuned)
+    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, ASM=x.is_cuda, **pdl_launch(x)), config, tuned)
     return y
 
 
@@ -412,7 +415,7 @@ def gemv16(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, *
         raise ValueError(f"gemv16: x {tuple(x.shape)}, w {tuple(w.shape)}, gated {gated}, bias {bias is not None}")
     y = torch.empty(1, n, dtype=out_dtype or x.dtype, device=x.device)
     args = (x, w, w, bias if bias is not None else w, y, n, k, w.stride(0))
-    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, SCALED=False), config,
+    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, SCALED=False, **pdl_launch(x)), config,
               _gemv16_gated_tuned if gated else _gemv16_tuned)
     return y
 

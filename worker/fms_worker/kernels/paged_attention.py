@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fms_worker.kernels.tuning import pdl_done, pdl_launch, pdl_wait
 from fms_worker.quantization.fp8 import FP8_MAX
 
 try:
@@ -106,8 +107,9 @@ if triton is not None:
         KN, VN, SLOT, COS, SIN, stride_knt, stride_knh, stride_vnt, stride_vnh, stride_p,
         GROUP: tl.constexpr, PAGE: tl.constexpr, HEAD_DIM: tl.constexpr, FP8_CACHE: tl.constexpr,
         BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
-        NEW_KV: tl.constexpr = False, FP8_MAX: tl.constexpr = 448.0,
+        NEW_KV: tl.constexpr = False, FP8_MAX: tl.constexpr = 448.0, USE_PDL: tl.constexpr = 0,
     ):
+        pdl_wait(USE_PDL)  # first: a program that returns early has waited too
         LN2: tl.constexpr = 0.6931471805599453
         qk_scale = scale * k_scale * 1.4426950408889634  # scores in base 2: exp2 instead of exp
         seq = tl.program_id(0)
@@ -206,13 +208,15 @@ if triton is not None:
         if NUM_SPLITS > 1:
             lse = tl.where(l_i > 0, (m_i + tl.log2(l_safe)) * LN2, float("-inf"))  # natural log
             tl.store(LSE + tok * stride_lt + head * stride_lh + split, lse, mask=row_ok)
+        pdl_done(USE_PDL)
 
     @triton.jit
     def _merge_splits_kernel(
         PART, LSE, O,
         stride_pt, stride_ph, stride_ps, stride_lt, stride_lh, stride_ot, stride_oh,
-        NUM_SPLITS: tl.constexpr, HEAD_DIM: tl.constexpr,
+        NUM_SPLITS: tl.constexpr, HEAD_DIM: tl.constexpr, USE_PDL: tl.constexpr = 0,
     ):
+        pdl_wait(USE_PDL)
         tok = tl.program_id(0)
         head = tl.program_id(1)
         sp = tl.arange(0, NUM_SPLITS)
@@ -224,6 +228,7 @@ if triton is not None:
         part = tl.load(PART + tok * stride_pt + head * stride_ph + sp[:, None] * stride_ps + d[None, :])
         o = tl.sum(part * w[:, None], 0)
         tl.store(O + tok * stride_ot + head * stride_oh + d, o.to(O.dtype.element_ty))
+        pdl_done(USE_PDL)
 
 
 def num_splits_for(num_seqs: int, num_kv_heads: int, max_seq_len: int, sm_count: int = 132) -> int:
@@ -283,11 +288,12 @@ def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start, sc
         GROUP=group, PAGE=k_cache.shape[1], HEAD_DIM=head_dim, FP8_CACHE=k_cache.element_size() == 1,
         BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_N=cfg["BLOCK_N"], NUM_SPLITS=num_splits,
         NEW_KV=new is not None, FP8_MAX=FP8_MAX, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        **pdl_launch(q),
     )
     if num_splits > 1:
         _merge_splits_kernel[(num_tokens, num_heads)](
             part, lse, out, part.stride(0), part.stride(1), part.stride(2), lse.stride(0), lse.stride(1),
-            out.stride(0), out.stride(1), NUM_SPLITS=num_splits, HEAD_DIM=head_dim,
+            out.stride(0), out.stride(1), NUM_SPLITS=num_splits, HEAD_DIM=head_dim, **pdl_launch(q),
         )
     return out
 

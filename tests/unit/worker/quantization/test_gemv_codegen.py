@@ -84,3 +84,52 @@ def test_int4_pair_tiles_issue_fewer_instructions():
         p_weights, p_st = rows[name + " pairs"]
         assert p_st["cp_async"] == st["cp_async"] and p_st["scalar_global_loads"] <= st["scalar_global_loads"], name
         assert p_st["sass"] / p_weights <= 0.8 * st["sass"] / weights, (name, p_st["sass"], st["sass"])
+
+
+def _memory_ops(ptx: str) -> list[int]:
+    import re
+
+    return [m.start() for m in re.finditer(r"\b(?:ld\.global|st\.global|cp\.async|atom\.|red\.)", ptx)]
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2])
+def test_pdl_waits_before_any_memory_access(mode):
+    """Programmatic dependent launch (kernels/tuning.py, FMS_PDL): with a mode, the GEMV's first instruction that
+    touches memory comes after the grid-dependency wait; `end` (2) lets dependents launch after its last store,
+    `top` (1) right after the wait; without a mode neither appears. The K loop is the same in every mode."""
+    from fms_worker.kernels import int8_matmul as k8
+
+    sig = {"X": "*bf16", "Q": "*i8", "S": "*bf16", "B": "*bf16", "Y": "*bf16", "N": "i32", "K": "i32",
+           "stride_qn": "i32", "HAS_BIAS": "constexpr", "EVEN_K": "constexpr", "GATED": "constexpr",
+           "MAGIC": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "STAGES": "constexpr",
+           "SCALED": "constexpr", "ASM": "constexpr", "USE_PDL": "constexpr"}
+    c = k8.gemv_configs(permute=True)[0]
+
+    def build(use_pdl):
+        consts = dict(HAS_BIAS=False, EVEN_K=True, GATED=True, MAGIC=c["MAGIC"], BLOCK_N=c["BLOCK_N"],
+                      BLOCK_K=c["BLOCK_K"], STAGES=c["num_stages"], SCALED=True, ASM=True, USE_PDL=use_pdl)
+        kernel = kernel_ptx.compile_kernel(k8._int8_gemv_kernel, sig, consts, c["num_warps"], c["num_stages"])
+        return kernel.asm["ptx"], kernel_ptx.loop_stats(kernel.asm["ptx"])
+
+    ptx, loop = build(mode)
+    plain_ptx, plain_loop = build(0)
+    assert loop == plain_loop
+    if mode == 0:
+        assert "griddepcontrol" not in ptx
+        return
+    memory = _memory_ops(ptx)
+    assert ptx.count("griddepcontrol.wait") == 1 and ptx.count("griddepcontrol.launch_dependents") == 1
+    assert ptx.index("griddepcontrol.wait") < memory[0]
+    launch = ptx.index("griddepcontrol.launch_dependents")
+    if mode == 1:
+        assert launch < memory[0]
+    else:
+        assert launch > memory[-1]
+
+
+def test_pdl_mode_names():
+    from fms_worker.kernels.tuning import pdl_mode
+
+    assert (pdl_mode(None), pdl_mode("0"), pdl_mode("top"), pdl_mode("end")) == (2, 0, 1, 2)
+    with pytest.raises(ValueError, match="FMS_PDL='1'"):
+        pdl_mode("1")

@@ -5,10 +5,11 @@
 For each row count (decode batch) a chain of 64 calls, as a decode step of an
 8B model makes, is captured in one CUDA graph: each call sums every rank's
 partial rows, adds the previous call's residual and normalizes, with the
-parity alternating as in the decoder. Four chains: the fused kernel
-(parallel/reduce_norm.py), its push variant (where the rows fit its slot), the
-one-shot all-reduce followed by the compiled add+norm (what the worker ran
-before), and the one-shot all-reduce alone. Microseconds per call. Each fused
+parity alternating as in the decoder. Five chains: the fused kernel
+(parallel/reduce_norm.py), its push variant and its LL variant (words that
+carry their own flags; each where the rows fit its slot), the one-shot
+all-reduce followed by the compiled add+norm (what the worker ran before), and
+the one-shot all-reduce alone. Microseconds per call. Each fused
 chain's last residual must equal, bit for
 bit, the chain recomputed from the gathered partials summed in rank order in
 float32, and every rank must hold the same residual. The normed rows go through
@@ -61,7 +62,8 @@ def _rank(rank: int, world: int, port: int, out_path: str | None, check_only: bo
     one_shot = OneShotAllReduce.create(dist.group.WORLD, device, dtype, max_bytes)
     pull_op = AllReduceAddNorm.create(dist.group.WORLD, device, dtype, max_bytes)
     push_op = AllReduceAddNorm.create(dist.group.WORLD, device, dtype, max_bytes, push=True)
-    assert None not in (one_shot, pull_op, push_op), "symmetric memory rendezvous failed"
+    ll_op = AllReduceAddNorm.create(dist.group.WORLD, device, dtype, max_bytes, ll=True)
+    assert None not in (one_shot, pull_op, push_op, ll_op), "symmetric memory rendezvous failed"
     fused.enable()
     g = torch.Generator(device=device).manual_seed(1234)
     weight = (1 + 0.1 * torch.randn(HIDDEN, device=device, generator=g)).to(dtype)  # same on every rank
@@ -95,8 +97,8 @@ def _rank(rank: int, world: int, port: int, out_path: str | None, check_only: bo
         dist.all_gather(parts, x)
         ref_normed, ref_residual = _reference(torch.stack(parts), res0, weight)
         row = {"rows": rows}
-        for name, op in (("fused", pull_op), ("push", push_op)):
-            if x.numel() > op.capacity:  # a push slot is a world-th of the buffer
+        for name, op in (("fused", pull_op), ("push", push_op), ("ll", ll_op)):
+            if x.numel() > op.capacity:  # a push slot is a world-th of the buffer, an LL slot half that
                 continue
             us, (normed, residual) = time_graph(fused_chain(op))  # outputs as the last replay left them
             residuals = [torch.empty_like(residual) for _ in range(world)]

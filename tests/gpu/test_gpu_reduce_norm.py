@@ -20,8 +20,8 @@ def _gpus() -> int:
 @pytest.mark.parametrize("world", [2, 4])
 def test_fused_reduce_norm_matches_the_gathered_sum(world):
     """64 chained calls in a CUDA graph, parity alternating: the last residual is the reference's bit for bit,
-    equal on every rank, the normed rows within two bf16 steps (1, 3, 32, 130 and 256 rows; the push variant
-    at the row counts its slot holds)."""
+    equal on every rank, the normed rows within two bf16 steps (1, 3, 32, 130 and 256 rows; the push and LL
+    variants at the row counts their slots hold)."""
     if _gpus() < world:
         pytest.skip(f"needs {world} GPUs")
     out = subprocess.run([sys.executable, str(BENCH), "--check", "--gpus", str(world)], capture_output=True,

@@ -207,7 +207,8 @@ def enable_one_shot_all_reduce(groups: Groups, dtype: torch.dtype, max_bytes: in
     max_bytes = max(max_bytes, MAX_BYTES)
     one_shot = OneShotAllReduce.create(state.group, groups.device, dtype, max_bytes)
     mode = reduce_norm_mode(state.tp_size)
-    reduce_norm = AllReduceAddNorm.create(state.group, groups.device, dtype, max_bytes, push=mode == "push") \
+    reduce_norm = AllReduceAddNorm.create(state.group, groups.device, dtype, max_bytes, push=mode == "push",
+                                          ll=mode == "ll") \
         if one_shot is not None and mode is not None else None
     set_parallel_state(replace(state, one_shot=one_shot, reduce_norm=reduce_norm))
     if one_shot is not None:

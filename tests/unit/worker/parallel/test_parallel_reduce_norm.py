@@ -6,6 +6,7 @@ which projections defer their reduction; the row limit."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from fms_worker.layers import fused
@@ -85,6 +86,89 @@ def test_one_rank_sums_adds_normalizes_and_signals(triton_interpret):
         assert all(checks.values()), (case, checks)
 
 
+_KERNEL_LL = r'''
+import json
+import torch
+from fms_worker.kernels import all_reduce_norm_ll as k
+from fms_worker.layers.fused import _add_rms_norm
+
+WORLD, HALF, HIDDEN, PROGRAMS = 4, 4096, 96, 128  # 96 columns: masked words (not a power of two)
+
+
+def words_of(t):
+    return t.contiguous().view(torch.int32).flatten().to(torch.int64) & 0xFFFFFFFF
+
+
+def check(rank, parity, rows, dtype, calls=2):
+    size = torch.tensor([], dtype=dtype).element_size()
+    half_words, slot = HALF * size // 8, k.slot_words(HALF, WORLD, size)
+    n_words = rows * HIDDEN * size // 4
+    bufs = [torch.zeros(2 * HALF, dtype=dtype) for _ in range(WORLD)]
+    epochs = torch.zeros(2 * PROGRAMS, dtype=torch.int32)
+    ptrs = torch.tensor([b.data_ptr() for b in bufs])
+    at = lambda q: parity * half_words + q * slot  # rank q's slot in a half, in words
+    out = {}
+    for call in range(1, calls + 1):
+        g = torch.Generator().manual_seed(rows * 100 + rank * 10 + call)
+        parts = [torch.randn(rows, HIDDEN, generator=g).to(dtype) for _ in range(WORLD)]
+        residual, weight = torch.randn(rows, HIDDEN, generator=g).to(dtype), torch.randn(HIDDEN, generator=g).to(dtype)
+        for q in range(WORLD):
+            if q != rank:  # peer q's words of this call, carrying its epoch, already in this rank's slot q
+                bufs[rank].view(torch.int64)[at(q): at(q) + n_words] = (call << 32) | words_of(parts[q])
+        normed, res = k.reduce_add_rms_norm_ll(parts[rank], residual, weight, 1e-5, ptrs, epochs, rank, WORLD, HALF,
+                                               parity)
+        total = parts[0].float()
+        for p in parts[1:]:
+            total = total + p.float()
+        ref_normed, ref_res = _add_rms_norm(total.to(dtype), residual, weight, 1e-5)
+        sent = (call << 32) | words_of(parts[rank])
+        want_epochs = torch.zeros(2 * PROGRAMS, dtype=torch.int32)
+        want_epochs[parity * PROGRAMS: parity * PROGRAMS + min(rows, PROGRAMS)] = call
+        tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-3, atol=2e-3)
+        out[f"call {call}"] = {
+            "residual": torch.equal(res, ref_res),
+            "normed": torch.allclose(normed.float(), ref_normed.float(), **tol),
+            "own words in every rank's slot": all(
+                torch.equal(b.view(torch.int64)[at(rank): at(rank) + n_words], sent) for b in bufs),
+            "other half untouched": all(not b[(1 - parity) * HALF: (2 - parity) * HALF].any() for b in bufs),
+            "epochs": torch.equal(epochs, want_epochs)}
+    return out
+
+
+res = {f"rank {r} parity {p} rows {n} {str(d)[6:]}": check(r, p, n, d)
+       for r, p, n in [(0, 0, 1), (2, 1, 3), (3, 0, 5)] for d in (torch.float32, torch.float16)}
+try:  # a slot holds half the values of a push slot: a half of 384 float32 over 4 ranks, 96 pushed or 48 here
+    x = torch.zeros(1, 96)
+    k.reduce_add_rms_norm_ll(x, x, torch.ones(96), 1e-5, torch.zeros(4, dtype=torch.int64),
+                             torch.zeros(256, dtype=torch.int32), 0, 4, 384, 0)
+    res["refused"] = False
+except ValueError as exc:
+    res["refused"] = "exceed the buffer slot of 48" in str(exc)
+try:
+    x = torch.zeros(1, 95, dtype=torch.float16)
+    k.reduce_add_rms_norm_ll(x, x, torch.ones(95, dtype=torch.float16), 1e-5, torch.zeros(4, dtype=torch.int64),
+                             torch.zeros(256, dtype=torch.int32), 0, 4, 4096, 0)
+    res["refused odd"] = False
+except ValueError as exc:
+    res["refused odd"] = "whole 4-byte words" in str(exc)
+print(json.dumps(res))
+'''
+
+
+def test_ll_variant_sums_adds_normalizes_and_sends_tagged_words(triton_interpret):
+    """The LL variant (kernels/all_reduce_norm_ll.py) as one rank among four whose peers' words of this call
+    (their epoch in the high half) are already in its slots, for two calls in a row: the residual is the
+    rank-ordered sum's bit for bit, the normed rows close, its own words tagged with the call's epoch in every
+    rank's slot, the other half untouched, the epoch counters of its programs advanced; float32 (one value a
+    word) and float16 (two); rows beyond a slot and rows of half words refused."""
+    res = triton_interpret(_KERNEL_LL)
+    assert res.pop("refused"), "rows beyond an LL slot were not refused"
+    assert res.pop("refused odd"), "rows that are not whole words were not refused"
+    for case, calls in res.items():
+        for call, checks in calls.items():
+            assert all(checks.values()), (case, call, checks)
+
+
 class _AttentionAsQueries(torch.nn.Module):
     """Stands in for rotary + paged attention (the layers' data flow is what is tested)."""
 
@@ -158,6 +242,34 @@ def test_switch_reads_off_pull_and_push(monkeypatch):
     monkeypatch.delenv("FMS_FUSED_NORM", raising=False)
     assert [mode_from_env(w) for w in (2, 4, 8)] == ["push", "push", "pull"]  # push where it was measured faster
     for value, modes in (("0", [None, None, None]), ("1", ["push", "push", "pull"]), ("push", ["push", "push", "push"]),
-                         ("pull", ["pull", "pull", "pull"])):
+                         ("pull", ["pull", "pull", "pull"]), ("ll", ["ll", "ll", "ll"])):
         monkeypatch.setenv("FMS_FUSED_NORM", value)
         assert [mode_from_env(w) for w in (2, 4, 8)] == modes, value
+
+
+def test_ll_variant_compiles_to_strong_stores_and_polls_without_fences():
+    """As compiled for Hopper (sm_90, on this CPU machine: bench/kernel_ptx.py): each word leaves in one strong
+    8-byte store per rank, the receiver polls with volatile loads, and no fence or atomic is left: what the
+    variant is for. Bf16 rows of 4,096 values on four ranks, 16 warps (2,048 words, four a thread)."""
+    import importlib.util
+    import re
+    import sys
+    from pathlib import Path
+
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "bench"))
+    import kernel_ptx
+    import triton.language as tl
+
+    from fms_worker.kernels import all_reduce_norm_ll as k
+
+    sig = {name: "*i32" for name in ("x_ptr", "res_ptr", "w_ptr", "out_ptr", "res_out_ptr")}
+    sig |= {"buf_ptrs": "*i64", "epochs": "*i32", "rank": "i32", "rows": "i32", "words": "i32", "half_words": "i32",
+            "slot_words": "i32", "eps": "fp32", "hidden": "i32", "programs": "i32"}
+    sig |= {name: "constexpr" for name in ("DTYPE", "PAIRS", "PARITY", "WORLD", "ITERS", "BLOCK", "ASM", "USE_PDL")}
+    consts = dict(DTYPE=tl.bfloat16, PAIRS=True, PARITY=1, WORLD=4, ITERS=1, BLOCK=2048, ASM=True, USE_PDL=2)
+    ptx = kernel_ptx.compile_kernel(k._reduce_add_norm_ll, sig, consts, 16, 1).asm["ptx"]
+    assert ptx.count("st.relaxed.sys.global.b64") == 4 * 4  # four words a thread, to each of four ranks
+    assert len(re.findall(r"ld\.volatile\.global", ptx)) >= 4 * 4
+    assert not re.findall(r"\b(?:membar|fence|atom)\.", ptx)

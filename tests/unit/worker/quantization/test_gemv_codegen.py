@@ -133,3 +133,12 @@ def test_pdl_mode_names():
     assert (pdl_mode(None), pdl_mode("0"), pdl_mode("top"), pdl_mode("end")) == (2, 0, 1, 2)
     with pytest.raises(ValueError, match="FMS_PDL='1'"):
         pdl_mode("1")
+
+
+def test_pdl_is_never_asked_of_cpu_tensors():
+    """The interpreter and CPU runs launch without PDL whatever the mode (GPUs before sm_90 likewise)."""
+    import torch
+
+    from fms_worker.kernels.tuning import pdl_launch
+
+    assert pdl_launch(torch.zeros(1)) == {"USE_PDL": 0, "launch_pdl": False}

@@ -18,7 +18,10 @@
   count), against ours and cuBLAS bf16 (this section needs `pip install gemlite`; nothing else here does).
 
     python3 bench/decode_kernels_gpu.py [--sections int8 rope int4 gemlite attention rope-attention]
-        [--attention-baseline FILE] [--out decode_kernels.json]
+        [--attention-baseline FILE] [--tp N] [--out decode_kernels.json]
+
+`--tp N` times the matmuls at one tensor-parallel rank's shapes (column-parallel QKV, gate-up and head: N / tp
+rows; row-parallel O and down: K / tp columns).
     (from the repository root)
 """
 
@@ -40,6 +43,12 @@ from fms_worker.layers.rotary import RotaryEmbedding  # noqa: E402
 from fms_worker.quantization.kv_fp8 import write_kv  # noqa: E402
 
 SHAPES = [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (128256, 4096)]  # QKV, O, gate-up, down, head
+ROW_PARALLEL = (1, 3)  # O and down: split along K under tensor parallelism; the others along N
+
+
+def rank_shapes(tp: int) -> list[tuple[int, int]]:
+    """SHAPES as one of `tp` ranks holds them."""
+    return [(n, k // tp) if i in ROW_PARALLEL else (n // tp, k) for i, (n, k) in enumerate(SHAPES)]
 
 
 def graph_us(fn) -> float:
@@ -66,9 +75,9 @@ def cold_graph_us(call, copies: list[tuple[torch.Tensor, ...]]) -> float:
     return graph_us(lambda: call(*copies[next(turn) % len(copies)]))
 
 
-def gemv_rows(dev) -> list[dict]:
+def gemv_rows(dev, shapes: list[tuple[int, int]]) -> list[dict]:
     rows = []
-    for n, k in SHAPES:
+    for n, k in shapes:
         w16 = torch.randn(n, k, device=dev, dtype=torch.bfloat16)
         q = torch.randint(-127, 128, (n, k), device=dev, dtype=torch.int8)
         s = torch.rand(n, device=dev, dtype=torch.bfloat16) * 0.01
@@ -108,12 +117,12 @@ def gemv_rows(dev) -> list[dict]:
     return rows
 
 
-def int4_rows(dev, group: int = 128) -> list[dict]:
+def int4_rows(dev, shapes: list[tuple[int, int]], group: int = 128) -> list[dict]:
     from fms_worker.kernels import int4_matmul as k4
     from fms_worker.quantization.int4 import _inner_k_tiles, pack_nibbles, quantize_int4
 
     rows = []
-    for n, k in SHAPES:
+    for n, k in shapes:
         q, scale, zero = quantize_int4(torch.randn(n, k, device=dev) * 0.02, group)
         sz = torch.stack([scale, zero], dim=-1).bfloat16().contiguous()
         packed = pack_nibbles(q, group)
@@ -150,7 +159,7 @@ def int4_rows(dev, group: int = 128) -> list[dict]:
     return rows
 
 
-def gemlite_rows(dev, group: int = 128) -> list[dict]:
+def gemlite_rows(dev, shapes: list[tuple[int, int]], group: int = 128) -> list[dict]:
     """GemLite computes W ~ Wq * scale + shift per group (its "fma mode"); ours is (q - 8) * scale + zero, so
     its shift is zero - 8 * scale, written over the one its packer derives."""
     import gemlite
@@ -164,7 +173,7 @@ def gemlite_rows(dev, group: int = 128) -> list[dict]:
         import os
         gemlite.load_config(os.path.join(os.path.dirname(gemlite.__file__), "configs", "h100.json"))
     rows = []
-    for n, k in SHAPES:
+    for n, k in shapes:
         q, scale, zero = quantize_int4(torch.randn(n, k, device=dev) * 0.02, group)
         sz = torch.stack([scale, zero], dim=-1).bfloat16().contiguous()
         packed = pack_nibbles(q, group)
@@ -290,22 +299,24 @@ def main() -> None:
     ap.add_argument("--sections", nargs="+", default=["int8", "rope", "int4"],
                     choices=["int8", "rope", "int4", "gemlite", "attention", "rope-attention"])
     ap.add_argument("--attention-baseline", help="an earlier paged_attention.py to time beside the current one")
+    ap.add_argument("--tp", type=int, default=1, help="the matmuls at one rank's shapes of this tensor degree")
     args = ap.parse_args()
+    shapes = rank_shapes(args.tp)
     dev = torch.device("cuda")
     fused.enable(True)
-    out = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__)
+    out = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, tp=args.tp)
     if "int8" in args.sections:
-        out.update(gemv=gemv_rows(dev), gated=gated_row(dev))
+        out.update(gemv=gemv_rows(dev, shapes), gated=gated_row(dev))
     if "rope" in args.sections:
         out["rope"] = [rope_row(dev, 1), rope_row(dev, 64)]
     if "int4" in args.sections:
-        out["int4"] = int4_rows(dev)
+        out["int4"] = int4_rows(dev, shapes)
     if "attention" in args.sections:
         out["attention"] = attention_rows(dev, args.attention_baseline)
     if "rope-attention" in args.sections:
         out["rope_attention"] = rope_attention_rows(dev)
     if "gemlite" in args.sections:
-        out["gemlite"] = gemlite_rows(dev)
+        out["gemlite"] = gemlite_rows(dev, shapes)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(out, f, indent=1)

@@ -136,3 +136,4 @@ if triton is not None:
         tl.store(Y + rn, out.to(Y.dtype.element_ty), mask=n_ok)
 else:
     tile_ids = group_gemv_rows = group_gemv_weights = group_gemv_store = None  # CPU-only: no kernels
+    pdl_wait = pdl_done = None

@@ -76,7 +76,8 @@ def _round(v, dtype: tl.constexpr):
 def _reduce_add_norm_ll(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, buf_ptrs, epochs,
                         rank, rows, words, half_words, slot_words, eps, hidden, programs,
                         DTYPE: tl.constexpr, PAIRS: tl.constexpr, PARITY: tl.constexpr, WORLD: tl.constexpr,
-                        ITERS: tl.constexpr, BLOCK: tl.constexpr, ASM: tl.constexpr, USE_PDL: tl.constexpr = 0):
+                        WORLD_P2: tl.constexpr, ITERS: tl.constexpr, BLOCK: tl.constexpr, ASM: tl.constexpr,
+                        USE_PDL: tl.constexpr = 0):
     """x, residual, weight, out, res_out: 32-bit data words ([rows, words] each, `words` a row). buf_ptrs: every
     rank's buffer as 8-byte words; epochs: this rank's counters, [2, MAX_PROGRAMS] int32."""
     pdl_wait(USE_PDL)
@@ -97,19 +98,22 @@ def _reduce_add_norm_ll(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, buf_ptrs, e
             _put(base + half + rank * slot_words + row * words + cols, sent, m, ASM)
     own = tl.load(buf_ptrs + rank).to(tl.pointer_type(tl.int64)) + half
     w_lo, w_hi = _halves(tl.load(w_ptr + cols, mask=mask, other=0), DTYPE, PAIRS)
+    ranks = tl.arange(0, WORLD_P2)[:, None]
     for i in tl.static_range(ITERS):
         row = pid + i * programs
-        m = mask & (row < rows)
+        m = (ranks < WORLD) & (mask & (row < rows))[None, :]
+        # every rank's words of this row at once (their loads in flight together), again until all carry this epoch
+        src = own + ranks * slot_words + row * words + cols[None, :]
+        got = tl.load(src, mask=m, other=0, volatile=True)
+        while tl.min(tl.where(m, (got >> 32).to(tl.int32) == epoch, True).to(tl.int32)) == 0:
+            got = tl.load(src, mask=m, other=0, volatile=True)
+        lo, hi = _halves(got.to(tl.int32), DTYPE, PAIRS)
         acc_lo = tl.zeros([BLOCK], dtype=tl.float32)
         acc_hi = tl.zeros([BLOCK], dtype=tl.float32)
-        for q in tl.static_range(WORLD):  # rank q's words in this rank's buffer, once they carry this epoch
-            src = own + q * slot_words + row * words + cols
-            got = tl.load(src, mask=m, other=0, volatile=True)
-            while tl.min(tl.where(m, (got >> 32).to(tl.int32) == epoch, True).to(tl.int32)) == 0:
-                got = tl.load(src, mask=m, other=0, volatile=True)
-            lo, hi = _halves(got.to(tl.int32), DTYPE, PAIRS)
-            acc_lo += lo
-            acc_hi += hi
+        for q in tl.static_range(WORLD):  # in rank order; the other ranks' entries add zeros
+            acc_lo += tl.sum(tl.where(ranks == q, lo, 0.0), axis=0)
+            acc_hi += tl.sum(tl.where(ranks == q, hi, 0.0), axis=0)
+        m = mask & (row < rows)
         r_lo, r_hi = _halves(tl.load(res_ptr + row * words + cols, mask=m, other=0), DTYPE, PAIRS)
         # the all-reduce's rounding, then x + residual rounded as torch adds them
         h_lo = _round(_round(acc_lo, DTYPE) + r_lo, DTYPE)
@@ -158,6 +162,6 @@ def reduce_add_rms_norm_ll(x: torch.Tensor, residual: torch.Tensor, weight: torc
     _reduce_add_norm_ll[(grid,)](*as_words, buf_ptrs, epochs, rank, rows, words, half_elems * size // 8,
                                  slot_words(half_elems, world, size), eps, hidden, grid,
                                  DTYPE=_DTYPES[x.dtype], PAIRS=size == 2, PARITY=parity, WORLD=world,
-                                 ITERS=triton.cdiv(rows, grid), BLOCK=block, ASM=x.is_cuda,
-                                 num_warps=max(1, min(16, block // 128)), **pdl_launch(x))
+                                 WORLD_P2=triton.next_power_of_2(world), ITERS=triton.cdiv(rows, grid), BLOCK=block,
+                                 ASM=x.is_cuda, num_warps=max(1, min(16, block // 128)), **pdl_launch(x))
     return out, res_out

@@ -92,30 +92,30 @@ import torch
 from fms_worker.kernels import all_reduce_norm_ll as k
 from fms_worker.layers.fused import _add_rms_norm
 
-WORLD, HALF, HIDDEN, PROGRAMS = 4, 4096, 96, 128  # 96 columns: masked words (not a power of two)
+HALF, HIDDEN, PROGRAMS = 4096, 96, 128  # 96 columns: masked words (not a power of two)
 
 
 def words_of(t):
     return t.contiguous().view(torch.int32).flatten().to(torch.int64) & 0xFFFFFFFF
 
 
-def check(rank, parity, rows, dtype, calls=2):
+def check(world, rank, parity, rows, dtype, calls=2):
     size = torch.tensor([], dtype=dtype).element_size()
-    half_words, slot = HALF * size // 8, k.slot_words(HALF, WORLD, size)
+    half_words, slot = HALF * size // 8, k.slot_words(HALF, world, size)
     n_words = rows * HIDDEN * size // 4
-    bufs = [torch.zeros(2 * HALF, dtype=dtype) for _ in range(WORLD)]
+    bufs = [torch.zeros(2 * HALF, dtype=dtype) for _ in range(world)]
     epochs = torch.zeros(2 * PROGRAMS, dtype=torch.int32)
     ptrs = torch.tensor([b.data_ptr() for b in bufs])
     at = lambda q: parity * half_words + q * slot  # rank q's slot in a half, in words
     out = {}
     for call in range(1, calls + 1):
         g = torch.Generator().manual_seed(rows * 100 + rank * 10 + call)
-        parts = [torch.randn(rows, HIDDEN, generator=g).to(dtype) for _ in range(WORLD)]
+        parts = [torch.randn(rows, HIDDEN, generator=g).to(dtype) for _ in range(world)]
         residual, weight = torch.randn(rows, HIDDEN, generator=g).to(dtype), torch.randn(HIDDEN, generator=g).to(dtype)
-        for q in range(WORLD):
+        for q in range(world):
             if q != rank:  # peer q's words of this call, carrying its epoch, already in this rank's slot q
                 bufs[rank].view(torch.int64)[at(q): at(q) + n_words] = (call << 32) | words_of(parts[q])
-        normed, res = k.reduce_add_rms_norm_ll(parts[rank], residual, weight, 1e-5, ptrs, epochs, rank, WORLD, HALF,
+        normed, res = k.reduce_add_rms_norm_ll(parts[rank], residual, weight, 1e-5, ptrs, epochs, rank, world, HALF,
                                                parity)
         total = parts[0].float()
         for p in parts[1:]:
@@ -135,8 +135,9 @@ def check(rank, parity, rows, dtype, calls=2):
     return out
 
 
-res = {f"rank {r} parity {p} rows {n} {str(d)[6:]}": check(r, p, n, d)
-       for r, p, n in [(0, 0, 1), (2, 1, 3), (3, 0, 5)] for d in (torch.float32, torch.float16)}
+res = {f"world {w} rank {r} parity {p} rows {n} {str(d)[6:]}": check(w, r, p, n, d)
+       for w, r, p, n in [(4, 0, 0, 1), (4, 2, 1, 3), (4, 3, 0, 5), (2, 1, 1, 2), (3, 2, 0, 3)]
+       for d in (torch.float32, torch.float16)}
 try:  # a slot holds half the values of a push slot: a half of 384 float32 over 4 ranks, 96 pushed or 48 here
     x = torch.zeros(1, 96)
     k.reduce_add_rms_norm_ll(x, x, torch.ones(96), 1e-5, torch.zeros(4, dtype=torch.int64),
@@ -156,11 +157,11 @@ print(json.dumps(res))
 
 
 def test_ll_variant_sums_adds_normalizes_and_sends_tagged_words(triton_interpret):
-    """The LL variant (kernels/all_reduce_norm_ll.py) as one rank among four whose peers' words of this call
-    (their epoch in the high half) are already in its slots, for two calls in a row: the residual is the
-    rank-ordered sum's bit for bit, the normed rows close, its own words tagged with the call's epoch in every
-    rank's slot, the other half untouched, the epoch counters of its programs advanced; float32 (one value a
-    word) and float16 (two); rows beyond a slot and rows of half words refused."""
+    """The LL variant (kernels/all_reduce_norm_ll.py) as one rank among four (or two, or three) whose peers'
+    words of this call (their epoch in the high half) are already in its slots, for two calls in a row: the
+    residual is the rank-ordered sum's bit for bit, the normed rows close, its own words tagged with the call's
+    epoch in every rank's slot, the other half untouched, the epoch counters of its programs advanced; float32
+    (one value a word) and float16 (two); rows beyond a slot and rows of half words refused."""
     res = triton_interpret(_KERNEL_LL)
     assert res.pop("refused"), "rows beyond an LL slot were not refused"
     assert res.pop("refused odd"), "rows that are not whole words were not refused"
@@ -267,8 +268,10 @@ def test_ll_variant_compiles_to_strong_stores_and_polls_without_fences():
     sig = {name: "*i32" for name in ("x_ptr", "res_ptr", "w_ptr", "out_ptr", "res_out_ptr")}
     sig |= {"buf_ptrs": "*i64", "epochs": "*i32", "rank": "i32", "rows": "i32", "words": "i32", "half_words": "i32",
             "slot_words": "i32", "eps": "fp32", "hidden": "i32", "programs": "i32"}
-    sig |= {name: "constexpr" for name in ("DTYPE", "PAIRS", "PARITY", "WORLD", "ITERS", "BLOCK", "ASM", "USE_PDL")}
-    consts = dict(DTYPE=tl.bfloat16, PAIRS=True, PARITY=1, WORLD=4, ITERS=1, BLOCK=2048, ASM=True, USE_PDL=2)
+    sig |= {name: "constexpr" for name in ("DTYPE", "PAIRS", "PARITY", "WORLD", "WORLD_P2", "ITERS", "BLOCK", "ASM",
+                                         "USE_PDL")}
+    consts = dict(DTYPE=tl.bfloat16, PAIRS=True, PARITY=1, WORLD=4, WORLD_P2=4, ITERS=1, BLOCK=2048, ASM=True,
+                  USE_PDL=2)
     ptx = kernel_ptx.compile_kernel(k._reduce_add_norm_ll, sig, consts, 16, 1).asm["ptx"]
     assert ptx.count("st.relaxed.sys.global.b64") == 4 * 4  # four words a thread, to each of four ranks
     assert len(re.findall(r"ld\.volatile\.global", ptx)) >= 4 * 4

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fms_worker.kernels import rms_norm as norm_rows
 from fms_worker.layers.quantized_rows import InputFormat, QuantizedRows
 
 _enabled = False
@@ -73,10 +74,14 @@ def _rope(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, cos: torch.
 
 
 def rms_norm(x, weight, eps):
+    if _enabled and norm_rows.ON and norm_rows.supported(x, weight):  # FMS_DECODE_NORM=triton (experiment)
+        return norm_rows.rms_norm_rows(x, weight, eps)
     return maybe_compiled("rms_norm", _rms_norm)(x, weight, eps)
 
 
 def add_rms_norm(x, residual, weight, eps):
+    if _enabled and norm_rows.ON and norm_rows.supported(x, weight, residual):
+        return norm_rows.rms_norm_rows(x, weight, eps, residual)
     return maybe_compiled("add_rms_norm", _add_rms_norm)(x, residual, weight, eps)
 
 

@@ -124,5 +124,5 @@ def reduce_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.T
     _reduce_add_norm[(grid,)](x, residual, weight, out, res_out, buf_ptrs, sig_ptrs, rank, rows, hidden,
                               half_elems, slot, eps, grid, PARITY=parity, WORLD=world,
                               WORLD_P2=triton.next_power_of_2(world), ITERS=triton.cdiv(rows, grid), PUSH=push,
-                              BLOCK=block, num_warps=max(1, min(16, block // 256)), **pdl_launch(x))
+                              BLOCK=block, num_warps=max(1, min(16, block // 256)), **pdl_launch(x, grid))
     return out, res_out

@@ -163,5 +163,5 @@ def reduce_add_rms_norm_ll(x: torch.Tensor, residual: torch.Tensor, weight: torc
                                  slot_words(half_elems, world, size), eps, hidden, grid,
                                  DTYPE=_DTYPES[x.dtype], PAIRS=size == 2, PARITY=parity, WORLD=world,
                                  WORLD_P2=triton.next_power_of_2(world), ITERS=triton.cdiv(rows, grid), BLOCK=block,
-                                 ASM=x.is_cuda, num_warps=max(1, min(16, block // 128)), **pdl_launch(x))
+                                 ASM=x.is_cuda, num_warps=max(1, min(16, block // 128)), **pdl_launch(x, grid))
     return out, res_out

@@ -288,12 +288,13 @@ def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start, sc
         GROUP=group, PAGE=k_cache.shape[1], HEAD_DIM=head_dim, FP8_CACHE=k_cache.element_size() == 1,
         BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_N=cfg["BLOCK_N"], NUM_SPLITS=num_splits,
         NEW_KV=new is not None, FP8_MAX=FP8_MAX, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-        **pdl_launch(q),
+        **pdl_launch(q, grid[0] * grid[1] * grid[2]),
     )
     if num_splits > 1:
         _merge_splits_kernel[(num_tokens, num_heads)](
             part, lse, out, part.stride(0), part.stride(1), part.stride(2), lse.stride(0), lse.stride(1),
-            out.stride(0), out.stride(1), NUM_SPLITS=num_splits, HEAD_DIM=head_dim, **pdl_launch(q),
+            out.stride(0), out.stride(1), NUM_SPLITS=num_splits, HEAD_DIM=head_dim,
+            **pdl_launch(q, num_tokens * num_heads),
         )
     return out
 

@@ -78,5 +78,5 @@ def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor, eps: float,
     block = triton.next_power_of_2(hidden)
     _rms_norm_rows[(rows,)](x, residual if residual is not None else x, weight, out, res_out, hidden, eps,
                             HAS_RES=residual is not None, BLOCK=block, num_warps=max(1, min(16, block // 512)),
-                            **pdl_launch(x))
+                            **pdl_launch(x, rows))
     return out if residual is None else (out, res_out)

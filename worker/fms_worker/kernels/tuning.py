@@ -19,7 +19,10 @@ except ImportError:  # CPU-only installs
 # its stores (`pdl_done`), so that launch overlaps this kernel's drain: batch 1 on H200, TP=4 +6%, TP=2 +5-8%,
 # int8 +6%, int4 +7% (docs/benchmarks.md). `top` lets it be scheduled at once, after the wait (the ninth session's
 # variant; its waiting programs hold SM slots the kernel before may still need); FMS_PDL=0 turns PDL off.
-PDL_MODES = {"0": 0, "top": 1, "end": 2}
+# `mixed` (experiment, not yet measured): `top` for kernels whose programs all fit the SMs at once (the fused norms,
+# a decode step's attention and merge: their dependents' programs cannot crowd them out, and the next kernel's
+# launch hides behind, e.g., a norm's wait for its peers), `end` for the others (the GEMVs).
+PDL_MODES = {"0": 0, "top": 1, "end": 2, "mixed": 3}
 
 
 def pdl_mode(value: str | None) -> int:
@@ -39,11 +42,26 @@ def _has_pdl(device) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= 9  # griddepcontrol: sm_90 and later
 
 
-def pdl_launch(x) -> dict:
+@functools.lru_cache(maxsize=None)
+def _sm_count(device) -> int:
+    import torch
+
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def pdl_choice(mode: int, programs: int | None, sm_count: int) -> int:
+    """The kernel's USE_PDL (0 off, 1 top, 2 end) under `mode`; `programs`: its grid's size where known."""
+    if mode != PDL_MODES["mixed"]:
+        return mode
+    return 1 if programs is not None and programs <= sm_count else 2
+
+
+def pdl_launch(x, programs: int | None = None) -> dict:
     """Launch arguments of a kernel that calls `pdl_wait(USE_PDL)` first and `pdl_done(USE_PDL)` last: PDL's
-    mode on CUDA tensors of a GPU that has it, else 0."""
-    mode = PDL if x.is_cuda and _has_pdl(x.device) else 0
-    return {"USE_PDL": mode, "launch_pdl": mode > 0}
+    mode on CUDA tensors of a GPU that has it, else 0. `programs`: the grid's size, for `mixed`."""
+    if not (PDL and x.is_cuda and _has_pdl(x.device)):
+        return {"USE_PDL": 0, "launch_pdl": False}
+    return {"USE_PDL": pdl_choice(PDL, programs, _sm_count(x.device)), "launch_pdl": True}
 
 GEMV_MAX_M = 1  # one row: the CUDA-core GEMVs; from two rows on, tensor-core tiles (faster there)
 

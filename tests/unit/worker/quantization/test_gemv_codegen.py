@@ -130,9 +130,16 @@ def test_pdl_waits_before_any_memory_access(mode):
 def test_pdl_mode_names():
     from fms_worker.kernels.tuning import pdl_mode
 
-    assert (pdl_mode(None), pdl_mode("0"), pdl_mode("top"), pdl_mode("end")) == (2, 0, 1, 2)
+    assert (pdl_mode(None), pdl_mode("0"), pdl_mode("top"), pdl_mode("end"), pdl_mode("mixed")) == (2, 0, 1, 2, 3)
     with pytest.raises(ValueError, match="FMS_PDL='1'"):
         pdl_mode("1")
+
+
+def test_pdl_mixed_lets_only_single_wave_kernels_launch_their_dependents_at_once():
+    from fms_worker.kernels.tuning import pdl_choice
+
+    assert [pdl_choice(3, programs, 132) for programs in (1, 64, 132, 133, 4096, None)] == [1, 1, 1, 2, 2, 2]
+    assert [pdl_choice(mode, 8, 132) for mode in (0, 1, 2)] == [0, 1, 2]  # the other modes: as named
 
 
 def test_pdl_is_never_asked_of_cpu_tensors():

@@ -66,11 +66,16 @@ def stats(fn, sig, consts, warps, stages) -> dict:
 
 
 def loop_stats(ptx: str) -> dict:
-    """Counts over the innermost loop's body (from its header label to its back branch)."""
+    """Counts over the longest innermost loop's body (from its header label to its back branch): the K loop, where
+    a kernel has short loops too (e.g. L2 prefetches before it)."""
     lines = ptx.splitlines()
-    start = next(i for i, line in enumerate(lines) if "Inner Loop Header" in line)
-    label = lines[start].split(":")[0]
-    end = next(i for i in range(start + 1, len(lines)) if re.search(rf"bra\s+{re.escape(label)};", lines[i]))
+    loops = []
+    for start, line in enumerate(lines):
+        if "Inner Loop Header" in line and ":" in line.split("//")[0]:
+            label = line.split(":")[0].strip()
+            end = next(i for i in range(start + 1, len(lines)) if re.search(rf"bra\s+{re.escape(label)};", lines[i]))
+            loops.append((end - start, start, end))
+    _, start, end = max(loops)
     body = "\n".join(lines[start:end])
     return {
         "scalar_global_loads": len(re.findall(r"\bld\.global", body)),

@@ -33,7 +33,8 @@ import os
 
 import torch
 
-from fms_worker.kernels.tuning import GEMV_MAX_M, m_bucket, pdl_done, pdl_launch, pdl_wait, short_bench, tile_ids
+from fms_worker.kernels.tuning import (GEMV_MAX_M, GEMV_PREFETCH, l2_prefetch_rows, m_bucket, pdl_done, pdl_launch,
+                                      pdl_wait, short_bench, tile_ids)
 
 try:
     import triton
@@ -289,7 +290,7 @@ if triton is not None:
     def _int8_gemv_kernel(X, Q, S, B, Y, N, K, stride_qn, HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
                           GATED: tl.constexpr, MAGIC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                           STAGES: tl.constexpr, SCALED: tl.constexpr = True, ASM: tl.constexpr = True,
-                          USE_PDL: tl.constexpr = 0):
+                          USE_PDL: tl.constexpr = 0, PREFETCH: tl.constexpr = 0):
         """Decode at batch 1, bound by reading the weight once: each program owns BLOCK_N output channels and
         keeps per-lane float32 partial sums [BLOCK_N, BLOCK_K] over the K loop (no tensor-core layouts, one
         cross-lane reduction at the end). The loop is software-pipelined (STAGES strips of the weight in
@@ -298,10 +299,16 @@ if triton is not None:
         GATED: q is a gated MLP's [2N, K] gate-up weight; each program also reads the up rows n + N and
         writes silu(gate) * up [N] (no [2N] intermediate, no activation kernel).
 
-        SCALED=False: q holds 16-bit weights themselves (`gemv16`); S is not read. USE_PDL: tuning.PDL_MODES."""
-        pdl_wait(USE_PDL)
+        SCALED=False: q holds 16-bit weights themselves (`gemv16`); S is not read. USE_PDL: tuning.PDL_MODES.
+        PREFETCH (with PDL): bytes of each of the program's rows to ask L2 for before the wait (tuning.GEMV_PREFETCH)."""
         pid = tl.program_id(0)
         rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+        if PREFETCH and USE_PDL:  # the weights never depend on the kernel before
+            row_bytes = stride_qn * Q.dtype.element_ty.primitive_bitwidth // 8
+            l2_prefetch_rows(Q, (rn % N).to(tl.int64), row_bytes, PREFETCH)
+            if GATED:
+                l2_prefetch_rows(Q, ((rn % N) + N).to(tl.int64), row_bytes, PREFETCH)
+        pdl_wait(USE_PDL)
         rk = tl.arange(0, BLOCK_K)
         n_ok = rn < N
         q_ptr = Q + (rn % N).to(tl.int64)[:, None] * stride_qn + rk[None, :]  # rows past N: dropped at the store
@@ -384,8 +391,14 @@ def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch
     args = (x, q, scale, bias if bias is not None else scale, y, n, k, q.stride(0))
     tuned = (_int8_gemv_gated_tuned if gated else
              _int8_gemv_f32_tuned if y.dtype == torch.float32 else _int8_gemv_tuned)
-    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, ASM=x.is_cuda, **pdl_launch(x)), config, tuned)
+    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, ASM=x.is_cuda, **_gemv_pdl(x)), config, tuned)
     return y
+
+
+def _gemv_pdl(x: torch.Tensor) -> dict:
+    """The GEMV's launch arguments for programmatic dependent launch, with its L2 prefetch where that is on."""
+    launch = pdl_launch(x)
+    return {**launch, "PREFETCH": GEMV_PREFETCH if launch["USE_PDL"] else 0}
 
 
 def _run_gemv(args: tuple, n: int, fixed: dict, config: dict | None, tuned) -> None:
@@ -415,7 +428,7 @@ def gemv16(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, *
         raise ValueError(f"gemv16: x {tuple(x.shape)}, w {tuple(w.shape)}, gated {gated}, bias {bias is not None}")
     y = torch.empty(1, n, dtype=out_dtype or x.dtype, device=x.device)
     args = (x, w, w, bias if bias is not None else w, y, n, k, w.stride(0))
-    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, SCALED=False, **pdl_launch(x)), config,
+    _run_gemv(args, n, dict(HAS_BIAS=bias is not None, GATED=gated, SCALED=False, **_gemv_pdl(x)), config,
               _gemv16_gated_tuned if gated else _gemv16_tuned)
     return y
 

@@ -34,6 +34,11 @@ def pdl_mode(value: str | None) -> int:
 
 PDL = pdl_mode(os.environ.get("FMS_PDL"))
 
+# Experiment (FMS_GEMV_PREFETCH=BYTES, off until measured): a PDL-launched GEMV's programs ask L2 for the first BYTES
+# of each of their weight rows before they wait for the kernel before them (the weights never depend on it), so the
+# bus works while, e.g., a fused norm waits for its peers, and the loop's first loads hit L2.
+GEMV_PREFETCH = int(os.environ.get("FMS_GEMV_PREFETCH", "0"))
+
 
 @functools.lru_cache(maxsize=None)
 def _has_pdl(device) -> bool:
@@ -111,6 +116,22 @@ if triton is not None:
         if USE_PDL == 1:
             gdc_launch_dependents()
 
+    _L2_ASK = tl.constexpr("{ .reg .pred p; setp.ne.b32 p, $2, 0; @p prefetch.global.L2 [$1]; mov.b32 $0, 0; }")
+
+    @triton.jit
+    def l2_prefetch_rows(W, rows, row_bytes, NBYTES: tl.constexpr, LINES: tl.constexpr = 32):
+        """Ask L2 for the first NBYTES (at most row_bytes) of each of `rows` ([R] int64) of W (any pointer type;
+        rows row_bytes apart): one `prefetch.global.L2` a 128-byte line, no register written, nothing waited for."""
+        base = W.to(tl.pointer_type(tl.int8), bitcast=True)
+        lines = tl.arange(0, LINES).to(tl.int64) * 128
+        todo = tl.minimum(row_bytes, NBYTES)
+        for off in tl.range(0, todo, LINES * 128):
+            o = off + lines
+            ptrs = base + rows[:, None] * row_bytes + o[None, :]
+            ok = (o < todo)[None, :] & (rows >= 0)[:, None]
+            tl.inline_asm_elementwise(_L2_ASK, "=r,l,r", [ptrs, ok.to(tl.int32)], dtype=tl.int32, is_pure=False,
+                                      pack=1)
+
     @triton.jit
     def pdl_done(USE_PDL: tl.constexpr):
         """A PDL-launched kernel's last statement (mode `end`): the next kernel may be scheduled."""
@@ -154,4 +175,4 @@ if triton is not None:
         tl.store(Y + rn, out.to(Y.dtype.element_ty), mask=n_ok)
 else:
     tile_ids = group_gemv_rows = group_gemv_weights = group_gemv_store = None  # CPU-only: no kernels
-    pdl_wait = pdl_done = None
+    pdl_wait = pdl_done = l2_prefetch_rows = None

@@ -149,3 +149,31 @@ def test_pdl_is_never_asked_of_cpu_tensors():
     from fms_worker.kernels.tuning import pdl_launch
 
     assert pdl_launch(torch.zeros(1)) == {"USE_PDL": 0, "launch_pdl": False}
+
+
+def test_gemv_prefetch_asks_l2_before_the_wait_and_leaves_the_loop_alone():
+    """FMS_GEMV_PREFETCH (with PDL): the GEMV's L2 prefetches of its rows (gate and up rows when gated) come before
+    the grid-dependency wait, no load or store does, and the K loop is the one without them."""
+    import re
+
+    from fms_worker.kernels import int8_matmul as k8
+
+    sig = {"X": "*bf16", "Q": "*bf16", "S": "*bf16", "B": "*bf16", "Y": "*bf16", "N": "i32", "K": "i32",
+           "stride_qn": "i32", "HAS_BIAS": "constexpr", "EVEN_K": "constexpr", "GATED": "constexpr",
+           "MAGIC": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "STAGES": "constexpr",
+           "SCALED": "constexpr", "ASM": "constexpr", "USE_PDL": "constexpr", "PREFETCH": "constexpr"}
+    c = k8.gemv16_configs()[0]
+
+    def build(prefetch):
+        consts = dict(HAS_BIAS=False, EVEN_K=True, GATED=True, MAGIC=0, BLOCK_N=c["BLOCK_N"], BLOCK_K=c["BLOCK_K"],
+                      STAGES=c["num_stages"], SCALED=False, ASM=True, USE_PDL=2, PREFETCH=prefetch)
+        ptx = kernel_ptx.compile_kernel(k8._int8_gemv_kernel, sig, consts, c["num_warps"], c["num_stages"]).asm["ptx"]
+        return ptx, kernel_ptx.loop_stats(ptx)
+
+    ptx, loop = build(8192)
+    plain, plain_loop = build(0)
+    wait = ptx.index("griddepcontrol.wait")
+    asks = [m.start() for m in re.finditer(r"prefetch\.global\.L2", ptx)]
+    assert len(asks) >= 2 and max(asks) < wait < _memory_ops(ptx)[0]  # gate and up rows, all before the wait
+    assert "prefetch.global.L2" not in plain
+    assert loop == plain_loop

@@ -132,16 +132,30 @@ def int4_tile_rows(group: int = 128):
                        stats(k4._int4_mm_kernel, sig, consts, c["num_warps"], c["num_stages"]))
 
 
+def int8_gemv_signature(weight: str = "*i8") -> dict:
+    """`_int8_gemv_kernel`'s signature with int8 weights, or ("*bf16") the 16-bit weights of `gemv16`."""
+    return {"X": "*bf16", "Q": weight, "S": "*bf16", "B": "*bf16", "Y": "*bf16", "N": "i32", "K": "i32",
+            "stride_qn": "i32", "HAS_BIAS": "constexpr", "EVEN_K": "constexpr", "GATED": "constexpr",
+            "MAGIC": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "STAGES": "constexpr",
+            "SCALED": "constexpr", "ASM": "constexpr", "USE_PDL": "constexpr", "PREFETCH": "constexpr"}
+
+
+def int8_gemv_consts(c: dict, weight: str = "*i8", **consts) -> dict:
+    """The GEMV's constexprs for a `gemv_configs` entry `c`: no bias, EVEN_K, ASM on, PDL off unless `consts` say."""
+    return dict(HAS_BIAS=False, EVEN_K=True, GATED=False, MAGIC=c["MAGIC"], BLOCK_N=c["BLOCK_N"], BLOCK_K=c["BLOCK_K"],
+                STAGES=c["num_stages"], SCALED=weight == "*i8", ASM=True, USE_PDL=0, PREFETCH=0) | consts
+
+
+def int8_gemv_ptx(c: dict, weight: str = "*i8", **consts) -> str:
+    return compile_kernel(k8._int8_gemv_kernel, int8_gemv_signature(weight), int8_gemv_consts(c, weight, **consts),
+                          c["num_warps"], c["num_stages"]).asm["ptx"]
+
+
 def int8_rows():
-    sig = {"X": "*bf16", "Q": "*i8", "S": "*bf16", "B": "*bf16", "Y": "*bf16", "N": "i32", "K": "i32",
-           "stride_qn": "i32", "HAS_BIAS": "constexpr", "EVEN_K": "constexpr", "GATED": "constexpr",
-           "MAGIC": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "STAGES": "constexpr",
-           "SCALED": "constexpr", "ASM": "constexpr"}
     for c in k8.gemv_configs(permute=True):
-        consts = dict(HAS_BIAS=False, EVEN_K=True, GATED=False, MAGIC=c["MAGIC"], BLOCK_N=c["BLOCK_N"],
-                      BLOCK_K=c["BLOCK_K"], STAGES=c["num_stages"], SCALED=True, ASM=True)
         yield (f"int8 {c}", c["BLOCK_N"] * c["BLOCK_K"] / (32 * c["num_warps"]),
-               stats(k8._int8_gemv_kernel, sig, consts, c["num_warps"], c["num_stages"]))
+               stats(k8._int8_gemv_kernel, int8_gemv_signature(), int8_gemv_consts(c), c["num_warps"],
+                     c["num_stages"]))
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ most as many machine instructions per weight as the kernels have now (the int4 G
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -87,8 +88,6 @@ def test_int4_pair_tiles_issue_fewer_instructions():
 
 
 def _memory_ops(ptx: str) -> list[int]:
-    import re
-
     return [m.start() for m in re.finditer(r"\b(?:ld\.global|st\.global|cp\.async|atom\.|red\.)", ptx)]
 
 
@@ -99,17 +98,11 @@ def test_pdl_waits_before_any_memory_access(mode):
     `top` (1) right after the wait; without a mode neither appears. The K loop is the same in every mode."""
     from fms_worker.kernels import int8_matmul as k8
 
-    sig = {"X": "*bf16", "Q": "*i8", "S": "*bf16", "B": "*bf16", "Y": "*bf16", "N": "i32", "K": "i32",
-           "stride_qn": "i32", "HAS_BIAS": "constexpr", "EVEN_K": "constexpr", "GATED": "constexpr",
-           "MAGIC": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "STAGES": "constexpr",
-           "SCALED": "constexpr", "ASM": "constexpr", "USE_PDL": "constexpr"}
     c = k8.gemv_configs(permute=True)[0]
 
     def build(use_pdl):
-        consts = dict(HAS_BIAS=False, EVEN_K=True, GATED=True, MAGIC=c["MAGIC"], BLOCK_N=c["BLOCK_N"],
-                      BLOCK_K=c["BLOCK_K"], STAGES=c["num_stages"], SCALED=True, ASM=True, USE_PDL=use_pdl)
-        kernel = kernel_ptx.compile_kernel(k8._int8_gemv_kernel, sig, consts, c["num_warps"], c["num_stages"])
-        return kernel.asm["ptx"], kernel_ptx.loop_stats(kernel.asm["ptx"])
+        ptx = kernel_ptx.int8_gemv_ptx(c, GATED=True, USE_PDL=use_pdl)
+        return ptx, kernel_ptx.loop_stats(ptx)
 
     ptx, loop = build(mode)
     plain_ptx, plain_loop = build(0)
@@ -154,20 +147,12 @@ def test_pdl_is_never_asked_of_cpu_tensors():
 def test_gemv_prefetch_asks_l2_before_the_wait_and_leaves_the_loop_alone():
     """FMS_GEMV_PREFETCH (with PDL): the GEMV's L2 prefetches of its rows (gate and up rows when gated) come before
     the grid-dependency wait, no load or store does, and the K loop is the one without them."""
-    import re
-
     from fms_worker.kernels import int8_matmul as k8
 
-    sig = {"X": "*bf16", "Q": "*bf16", "S": "*bf16", "B": "*bf16", "Y": "*bf16", "N": "i32", "K": "i32",
-           "stride_qn": "i32", "HAS_BIAS": "constexpr", "EVEN_K": "constexpr", "GATED": "constexpr",
-           "MAGIC": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "STAGES": "constexpr",
-           "SCALED": "constexpr", "ASM": "constexpr", "USE_PDL": "constexpr", "PREFETCH": "constexpr"}
     c = k8.gemv16_configs()[0]
 
     def build(prefetch):
-        consts = dict(HAS_BIAS=False, EVEN_K=True, GATED=True, MAGIC=0, BLOCK_N=c["BLOCK_N"], BLOCK_K=c["BLOCK_K"],
-                      STAGES=c["num_stages"], SCALED=False, ASM=True, USE_PDL=2, PREFETCH=prefetch)
-        ptx = kernel_ptx.compile_kernel(k8._int8_gemv_kernel, sig, consts, c["num_warps"], c["num_stages"]).asm["ptx"]
+        ptx = kernel_ptx.int8_gemv_ptx(c, "*bf16", GATED=True, USE_PDL=2, PREFETCH=prefetch)
         return ptx, kernel_ptx.loop_stats(ptx)
 
     ptx, loop = build(8192)

@@ -16,8 +16,8 @@ except ImportError:  # CPU-only installs
 # Programmatic dependent launch (Hopper on): the decode chain's kernels (the GEMVs, the attention and its merge,
 # the fused all-reduce + norm) are launched with PDL and wait for the previous kernel's writes before anything
 # else (`pdl_wait`). In mode `end` (the default) a program lets the next kernel be scheduled once it has issued
-# its stores (`pdl_done`), so that launch overlaps this kernel's drain: batch 1 on H200, TP=4 +6%, TP=2 +5-8%,
-# int8 +6%, int4 +7% (docs/benchmarks.md). `top` lets it be scheduled at once, after the wait (the ninth session's
+# its stores (`pdl_done`), so that launch overlaps this kernel's drain: batch 1 on H200, TP=4 +6.3%, TP=2 +6.5%,
+# int8 +5.7%, int4 +7.2% (means of pairs, docs/benchmarks.md). `top` lets it be scheduled at once, after the wait (the ninth session's
 # variant; its waiting programs hold SM slots the kernel before may still need); FMS_PDL=0 turns PDL off.
 # `mixed` (experiment, not yet measured): `top` for kernels whose programs all fit the SMs at once (the fused norms,
 # a decode step's attention and merge: their dependents' programs cannot crowd them out, and the next kernel's
